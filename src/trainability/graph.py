@@ -226,3 +226,34 @@ def find_consumers(
     for name, module in weight_layers(model):  # layers the probe never ran
         links.setdefault(name, Link(name, module))
     return links, "probe"
+
+
+_MERGE_FUNCTIONS = (operator.add, operator.iadd, torch.add, torch.cat, torch.stack)
+
+
+def skip_connections(model: nn.Module) -> list[str] | None:
+    """Modules whose output meets another branch in a sum or concatenation (a skip connection),
+    found by tracing; ``[]`` for a plain stack, ``None`` when the model cannot be traced."""
+    if isinstance(model, nn.Sequential) and _sequential_leaves(model) is not None:
+        return []
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - untraceable: the caller falls back
+        return None
+    found: list[str] = []
+    for node in graph.nodes:
+        merge = (node.op == "call_function" and any(node.target is f for f in _MERGE_FUNCTIONS)) or (
+            node.op == "call_method" and node.target in ("add", "add_")
+        )
+        if not merge:
+            continue
+        tensors = [a for a in node.all_input_nodes]
+        if len(tensors) >= 2:
+            for arg in tensors:
+                source = arg
+                while source.op not in ("call_module", "placeholder") and source.all_input_nodes:
+                    source = source.all_input_nodes[0]
+                label = str(source.target) if source.op == "call_module" else "input"
+                if label not in found:
+                    found.append(label)
+    return found
