@@ -87,9 +87,9 @@ def _layer_stats(record: Record, links: dict, numel: int) -> LayerStats:
     non_finite = None
     if not (math.isfinite(v.get("mean", 0.0)) and math.isfinite(v.get("std", 0.0))):
         non_finite = "forward"
-    elif v.get("grad_finite", 1.0) == 0.0:
+    elif not math.isfinite(v.get("grad_norm", 0.0)):
         non_finite = "backward"
-    elif v.get("weight_grad_finite", 1.0) == 0.0:
+    elif not math.isfinite(v.get("weight_grad_norm", 0.0)):
         non_finite = "weight_grad"
     grad_norm = v.get("grad_norm")
     link = links.get(record.name)
@@ -156,18 +156,19 @@ def diagnose(
         capture.collect()
         loss_value = float(loss.detach())
         links, _ = find_consumers(model, order=capture.order)
-        records = [r for r in capture.records.values() if r.role in ("weight", "activation") or r.values.get("grad_finite", 1.0) == 0.0
-                   or not math.isfinite(r.values.get("std", 0.0))]  # fmt: skip
+        records = [r for r in capture.records.values() if r.role in ("weight", "activation")
+                   or not math.isfinite(r.values.get("grad_norm", 0.0)) or not math.isfinite(r.values.get("std", 0.0))]  # fmt: skip
         layers = [_layer_stats(r, links, r.numel) for r in records]
         skips = skip_connections(model)
         if skips is None:  # untraceable: a module output consumed twice is a branch
             skips = [n for n in capture.records if capture.consumers(n) > 1]
         evidence = rules.Evidence(
             layers=layers,
+            weight_var={s.name: s.weight_std**2 for s in layers if s.weight_std is not None},
             order=capture.order,
             links=links,
             numel={r.name: r.numel for r in capture.records.values()},
-            grad_finite={r.name: r.values["grad_finite"] == 1.0 for r in capture.records.values() if "grad_finite" in r.values},
+            grad_finite={r.name: math.isfinite(r.values["grad_norm"]) for r in capture.records.values() if "grad_norm" in r.values},
             inputs_of={r.name: r.inputs for r in capture.records.values()},
             loss=loss_value,
             batch_size=batch_size,

@@ -10,6 +10,7 @@ statistics, the RNG).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,26 +127,27 @@ class Capture:
         return hook
 
     def _forward_stats(self, record: Record, x: torch.Tensor) -> None:
-        std, mean = torch.std_mean(x.float(), correction=0)
-        stats, names = [mean, std], ["mean", "std"]
+        # Two reductions in float64: the sum (NaN/Inf propagate, finite values cannot overflow)
+        # and the norm; mean and std follow from them on the host.
+        stats = [x.sum(dtype=torch.float64), torch.linalg.vector_norm(x, dtype=torch.float64)]
+        names = ["sum", "norm"]
         if record.role == "activation":
             spec = activations.get(record.module)
             if spec.can_die and x.dim() >= 2:
                 unit_dim = -1 if x.dim() == 2 or isinstance(self._last_weight, nn.Linear) else 1
                 units = x.movedim(unit_dim, -1).reshape(-1, x.shape[unit_dim])
-                stats.append(1.0 - (units > 0).any(dim=0).float().mean())
+                stats.append(1.0 - (units.amax(dim=0) > 0).to(torch.float64).mean())
                 names.append("dead_fraction")
             if spec.relative_derivative is not None:
-                stats.append((spec.relative_derivative(x) < SATURATION_THRESHOLD).float().mean())
+                stats.append((spec.relative_derivative(x) < SATURATION_THRESHOLD).to(torch.float64).mean())
                 names.append("saturated_fraction")
         record.forward, record.forward_stats = torch.stack(stats), names
 
     @staticmethod
     def _grad_hook(record: Record):  # noqa: ANN205 - a hook factory
         def hook(grad: torch.Tensor) -> None:
-            if record.backward is None:
-                g = grad.detach().float()
-                record.backward = torch.stack([torch.linalg.vector_norm(g), g.isfinite().all().float()])
+            if record.backward is None:  # a float64 norm: non-finite exactly when grad is
+                record.backward = torch.linalg.vector_norm(grad.detach(), dtype=torch.float64).reshape(1)
 
         return hook
 
@@ -156,17 +158,15 @@ class Capture:
             if r.forward is not None:
                 parts.append((r, r.forward_stats, r.forward))
             if r.backward is not None:
-                parts.append((r, ["grad_norm", "grad_finite"], r.backward))
+                parts.append((r, ["grad_norm"], r.backward))
             if r.role == "weight":
-                w = r.module.weight
-                g = w.grad
-                stats = [w.detach().float().std(correction=0), torch.linalg.vector_norm(w.detach().float())]
-                names = ["weight_std", "weight_norm"]
-                if g is not None:
-                    gf = g.detach().float()
-                    stats += [torch.linalg.vector_norm(gf), gf.isfinite().all().float()]
-                    names += ["weight_grad_norm", "weight_grad_finite"]
-                parts.append((r, names, torch.stack([s.to(stats[0].device) for s in stats])))
+                w = r.module.weight.detach()
+                stats = [w.sum(dtype=torch.float64), torch.linalg.vector_norm(w, dtype=torch.float64)]
+                names = ["weight_sum", "weight_norm"]
+                if r.module.weight.grad is not None:
+                    stats.append(torch.linalg.vector_norm(r.module.weight.grad.detach(), dtype=torch.float64))
+                    names.append("weight_grad_norm")
+                parts.append((r, names, torch.stack(stats)))
         if not parts:
             return
         device = parts[0][2].device
@@ -176,3 +176,16 @@ class Capture:
             for n in names:
                 record.values[n] = flat[i]
                 i += 1
+            v = record.values
+            if "sum" in v and "mean" not in v:
+                v["mean"], v["std"] = _moments(v["sum"], v["norm"], record.numel)
+            if "weight_sum" in v and "weight_std" not in v:
+                _, v["weight_std"] = _moments(v["weight_sum"], v["weight_norm"], record.module.weight.numel())
+
+
+def _moments(total: float, norm: float, n: int) -> tuple[float, float]:
+    """Mean and (population) std from the sum and the 2-norm of n values."""
+    mean = total / n
+    if not (math.isfinite(mean) and math.isfinite(norm)):
+        return mean if not math.isfinite(mean) else math.nan, math.nan
+    return mean, math.sqrt(max(norm * norm / n - mean * mean, 0.0))

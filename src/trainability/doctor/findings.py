@@ -49,6 +49,7 @@ class Evidence:
     """What one pass measured, as the rules need it."""
 
     layers: list[LayerStats]
+    weight_var: dict[str, float]
     order: list[tuple[str, nn.Module]]
     links: dict[str, Link]
     numel: dict[str, int]
@@ -124,12 +125,11 @@ def gradient_flow(ev: Evidence) -> list[Finding]:
     return findings
 
 
-def _variance_ratio(link: Link) -> tuple[float, str]:
+def _variance_ratio(link: Link, variance: float) -> tuple[float, str]:
     """Measured weight variance over what the consuming activation needs, and that initializer."""
-    module = link.module
     name = recommended_init(link.activation)
-    target = inits.get(name).variance(*inits.module_fans(module))  # type: ignore[union-attr]
-    return float(module.weight.detach().float().var(correction=0)) / target, name
+    target = inits.get(name).variance(*inits.module_fans(link.module))  # type: ignore[union-attr]
+    return variance / target, name
 
 
 def init_mismatch(ev: Evidence) -> list[Finding]:
@@ -137,8 +137,8 @@ def init_mismatch(ev: Evidence) -> list[Finding]:
     for name, module in ev.order:
         if isinstance(module, NORM_TYPES):
             segments.append([])
-        elif name in ev.links and not ev.links[name].normalized:
-            ratio, target = _variance_ratio(ev.links[name])
+        elif name in ev.links and name in ev.weight_var and not ev.links[name].normalized:
+            ratio, target = _variance_ratio(ev.links[name], ev.weight_var[name])
             if not 1 / MISMATCH_FACTOR <= ratio <= MISMATCH_FACTOR:
                 segments[-1].append((name, ratio, target))
     findings = []
@@ -250,9 +250,8 @@ def _selu_conditions(ev: Evidence, model_modules: list[tuple[str, nn.Module]]) -
                        "standardize the inputs to mean 0 and std 1 (sklearn StandardScaler, or (x - mean) / std)"))  # fmt: skip
     off = []
     for link in ev.links.values():
-        if link.activation is not None and link.activation.name == "selu":
-            fan_in = inits.module_fans(link.module)[0]
-            ratio = float(link.module.weight.detach().float().var(correction=0)) * fan_in
+        if link.activation is not None and link.activation.name == "selu" and link.name in ev.weight_var:
+            ratio = ev.weight_var[link.name] * inits.module_fans(link.module)[0]
             tolerance = LECUN_TOLERANCE * (1 + 3 * math.sqrt(2 / link.module.weight.numel()))
             if not 1 / tolerance <= ratio <= tolerance:
                 off.append((link.name, ratio))
