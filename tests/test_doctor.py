@@ -40,7 +40,7 @@ def test_deep_sigmoid_with_standard_normal_weights_saturates_and_vanishes():
 def test_relu_50_layers_with_pytorch_default_init_vanishes_with_init_mismatch():
     model = mlp(100, 10, depth=50, width=100, activation="relu", init="default")
     report = diagnose(model, X, Y)
-    assert kinds(report) == {"vanishing_gradients", "init_mismatch"}
+    assert kinds(report) == {"vanishing_gradients", "init_mismatch", "beyond_depth_scale"}
     (vanishing,) = report.by_kind("vanishing_gradients")
     assert vanishing.severity == "error"
     assert vanishing.layers[:3] == ["0", "2", "4"]
@@ -319,3 +319,23 @@ def test_plot_writes_png(tmp_path):
     report = diagnose(mlp(100, 10, depth=10, width=32, init="default"), X, Y)
     path = report.plot(tmp_path / "doctor.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def tanh_stack(depth, weight_variance, bias_variance=0.05):
+    torch.manual_seed(1)
+    model = mlp(100, 10, depth=depth, width=100, activation="tanh", init="default")
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, (weight_variance / m.in_features) ** 0.5)
+            nn.init.normal_(m.bias, 0.0, bias_variance**0.5)
+    return model
+
+
+def test_beyond_depth_scale_for_ordered_tanh_and_not_at_criticality():
+    # tanh, sigma_b^2 = 0.05: sigma_w^2 = 1 gives xi_c = 3.6, so 40 layers exceed 6 xi_c = 21.8
+    report = diagnose(tanh_stack(40, 1.0), X, Y)
+    (finding,) = report.by_kind("beyond_depth_scale")
+    assert "40 layers exceed the trainable depth 2" in finding.message and "ordered" in finding.message
+    assert len(finding.layers) == 40
+    # at the edge of chaos (sigma_w^2 = 1.76) xi_c is large: no such finding
+    assert not diagnose(tanh_stack(40, 1.76), X, Y).by_kind("beyond_depth_scale")

@@ -24,7 +24,7 @@ def test_json_is_report_dict(capsys):
     assert main(["doctor", SICK, "--json", "--batch-size", "64"]) == 1
     d = json.loads(capsys.readouterr().out)
     assert set(d) == {"findings", "layers"}
-    assert {f["kind"] for f in d["findings"]} == {"vanishing_gradients", "init_mismatch"}
+    assert {f["kind"] for f in d["findings"]} == {"vanishing_gradients", "init_mismatch", "beyond_depth_scale"}
     assert d["layers"][0]["name"] == "0"
 
 

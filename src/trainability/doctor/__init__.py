@@ -6,7 +6,7 @@ train, which layers are the problem, why, and what to change.
 >>> model = mlp(20, 3, depth=30, width=64, activation="relu", init="default")
 >>> report = diagnose(model, torch.randn(128, 20))
 >>> sorted({f.kind for f in report.findings})
-['init_mismatch', 'vanishing_gradients']
+['beyond_depth_scale', 'init_mismatch', 'vanishing_gradients']
 """
 
 from __future__ import annotations
@@ -182,5 +182,6 @@ def diagnose(
             found += rules.gradient_flow(evidence)
             found += rules.init_mismatch(evidence)
             found += rules.unit_health(evidence)
+            found += rules.beyond_depth_scale(evidence, list(model.named_modules()))
         found += rules.self_normalization(evidence, list(model.named_modules()))
     return Report(layers=layers, findings=found, loss=loss_value, batch_size=batch_size)
