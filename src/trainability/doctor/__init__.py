@@ -15,45 +15,15 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainability.doctor import findings as rules
 from trainability.doctor.capture import Capture, Record, preserved
 from trainability.doctor.report import Finding, LayerStats, Report
 from trainability.graph import find_consumers, skip_connections
+from trainability.losses import default_loss, surrogate_loss
 
 __all__ = ["Finding", "LayerStats", "Report", "diagnose", "surrogate_loss"]
-
-
-def surrogate_loss(output: torch.Tensor) -> torch.Tensor:
-    """The loss used without targets: the outputs' sum weighted by fixed standard-normal weights
-    (seed 0), over the batch size. Its gradient at the output is that random direction whatever
-    the outputs are, so every layer gets a gradient and ratios between layers are meaningful."""
-    weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(0)).to(output)
-    return (output * weights).sum() / max(output.shape[0], 1)
-
-
-def _default_loss(output: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-    if targets is None:
-        return surrogate_loss(output)
-    targets = targets.to(output.device)
-    if not targets.is_floating_point():
-        if output.dim() < 2:
-            raise ValueError(f"integer class targets need outputs of shape (batch, classes), got {tuple(output.shape)}")
-        if targets.shape[0] != output.shape[0]:
-            raise ValueError(f"{targets.shape[0]} targets for a batch of {output.shape[0]} outputs")
-        if len(targets) and (targets.min() < 0 or targets.max() >= output.shape[1]):
-            raise ValueError(
-                f"targets hold classes {int(targets.min())}..{int(targets.max())} but the model outputs "
-                f"{output.shape[1]} scores per sample"
-            )
-        return F.cross_entropy(output, targets)
-    if targets.shape != output.shape:
-        if targets.numel() != output.numel():
-            raise ValueError(f"float targets of shape {tuple(targets.shape)} do not fit outputs of shape {tuple(output.shape)}")
-        targets = targets.reshape(output.shape)
-    return F.mse_loss(output, targets)
 
 
 def _split_batch(inputs: Any, targets: Any) -> tuple[tuple[Any, ...], Any]:
@@ -82,7 +52,8 @@ def _input_standardization(x: torch.Tensor) -> tuple[float | None, float | None]
     return float(mean.pow(2).mean().sqrt()), float(std[live].log().pow(2).mean().sqrt())
 
 
-def _layer_stats(record: Record, links: dict, numel: int) -> LayerStats:
+def layer_stats(record: Record, links: dict, numel: int) -> LayerStats:
+    """A :class:`LayerStats` from one capture record (after ``Capture.collect``)."""
     v = record.values
     non_finite = None
     if not (math.isfinite(v.get("mean", 0.0)) and math.isfinite(v.get("std", 0.0))):
@@ -150,7 +121,7 @@ def diagnose(
         ) if isinstance(output, (tuple, list, dict)) else None  # fmt: skip
         if out is None:
             raise ValueError(f"the model returned {type(output).__name__}; the doctor needs a tensor output")
-        loss = loss_fn(out, targets) if loss_fn is not None else _default_loss(out, targets)
+        loss = loss_fn(out, targets) if loss_fn is not None else default_loss(out, targets)
         if loss.requires_grad:
             loss.backward()
         capture.collect()
@@ -158,7 +129,7 @@ def diagnose(
         links, _ = find_consumers(model, order=capture.order)
         records = [r for r in capture.records.values() if r.role in ("weight", "activation")
                    or not math.isfinite(r.values.get("grad_norm", 0.0)) or not math.isfinite(r.values.get("std", 0.0))]  # fmt: skip
-        layers = [_layer_stats(r, links, r.numel) for r in records]
+        layers = [layer_stats(r, links, r.numel) for r in records]
         skips = skip_connections(model)
         if skips is None:  # untraceable: a module output consumed twice is a branch
             skips = [n for n in capture.records if capture.consumers(n) > 1]

@@ -75,8 +75,13 @@ def preserved(model: nn.Module) -> Iterator[None]:
 class Capture:
     """Hooks on every leaf module; use as a context manager around one forward+backward."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, names: set[str] | None = None, precise: bool = True) -> None:
+        """``names`` limits the hooks to those leaf modules; ``precise=False`` reduces in the
+        tensors' own dtype (faster, for the monitor) instead of float64, so a float32 square
+        norm overflows to inf beyond about 1e19."""
         self.model = model
+        self.names = names
+        self._dtype = torch.float64 if precise else None
         self.records: dict[str, Record] = {}
         self.order: list[tuple[str, nn.Module]] = []
         self._producers: dict[int, str] = {}
@@ -87,7 +92,7 @@ class Capture:
 
     def __enter__(self) -> Capture:
         for name, module in self.model.named_modules():
-            if next(module.children(), None) is None:
+            if next(module.children(), None) is None and (self.names is None or name in self.names):
                 self._handles.append(module.register_forward_hook(self._hook(name, module)))
         return self
 
@@ -129,25 +134,27 @@ class Capture:
     def _forward_stats(self, record: Record, x: torch.Tensor) -> None:
         # Two reductions in float64: the sum (NaN/Inf propagate, finite values cannot overflow)
         # and the norm; mean and std follow from them on the host.
-        stats = [x.sum(dtype=torch.float64), torch.linalg.vector_norm(x, dtype=torch.float64)]
+        dtype = self._dtype
+        stats = [x.sum(dtype=dtype), torch.linalg.vector_norm(x, dtype=dtype)]
         names = ["sum", "norm"]
         if record.role == "activation":
             spec = activations.get(record.module)
             if spec.can_die and x.dim() >= 2:
                 unit_dim = -1 if x.dim() == 2 or isinstance(self._last_weight, nn.Linear) else 1
                 units = x.movedim(unit_dim, -1).reshape(-1, x.shape[unit_dim])
-                stats.append(1.0 - (units.amax(dim=0) > 0).to(torch.float64).mean())
+                stats.append(1.0 - (units.amax(dim=0) > 0).to(x.dtype).mean())
                 names.append("dead_fraction")
             if spec.relative_derivative is not None:
-                stats.append((spec.relative_derivative(x) < SATURATION_THRESHOLD).to(torch.float64).mean())
+                stats.append((spec.relative_derivative(x) < SATURATION_THRESHOLD).to(x.dtype).mean())
                 names.append("saturated_fraction")
-        record.forward, record.forward_stats = torch.stack(stats), names
+        record.forward, record.forward_stats = torch.stack([t.to(torch.float64) for t in stats]), names
 
-    @staticmethod
-    def _grad_hook(record: Record):  # noqa: ANN205 - a hook factory
+    def _grad_hook(self, record: Record):  # noqa: ANN202 - a hook factory
+        dtype = self._dtype
+
         def hook(grad: torch.Tensor) -> None:
             if record.backward is None:  # a float64 norm: non-finite exactly when grad is
-                record.backward = torch.linalg.vector_norm(grad.detach(), dtype=torch.float64).reshape(1)
+                record.backward = torch.linalg.vector_norm(grad.detach(), dtype=dtype).reshape(1)
 
         return hook
 
@@ -161,12 +168,12 @@ class Capture:
                 parts.append((r, ["grad_norm"], r.backward))
             if r.role == "weight":
                 w = r.module.weight.detach()
-                stats = [w.sum(dtype=torch.float64), torch.linalg.vector_norm(w, dtype=torch.float64)]
+                stats = [w.sum(dtype=self._dtype), torch.linalg.vector_norm(w, dtype=self._dtype)]
                 names = ["weight_sum", "weight_norm"]
                 if r.module.weight.grad is not None:
-                    stats.append(torch.linalg.vector_norm(r.module.weight.grad.detach(), dtype=torch.float64))
+                    stats.append(torch.linalg.vector_norm(r.module.weight.grad.detach(), dtype=self._dtype))
                     names.append("weight_grad_norm")
-                parts.append((r, names, torch.stack(stats)))
+                parts.append((r, names, torch.stack([t.to(torch.float64) for t in stats])))
         if not parts:
             return
         device = parts[0][2].device

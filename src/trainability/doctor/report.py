@@ -46,7 +46,8 @@ class LayerStats:
 class Finding:
     """A verdict: what is wrong, where, with the measured numbers, and the concrete fix.
 
-    ``action`` is the fix in machine-readable form (e.g. ``{"op": "reinitialize",
+    ``step`` is set for findings raised during training by the monitor. ``action`` is the fix
+    in machine-readable form (e.g. ``{"op": "reinitialize",
     "layers": [...], "init": "he_normal"}``) for tools that apply fixes.
     """
 
@@ -56,10 +57,14 @@ class Finding:
     message: str
     fix: str
     action: dict[str, Any] = field(default_factory=dict, compare=False)
+    step: int | None = None  # the training step, for findings raised by the monitor
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "severity": self.severity, "layers": list(self.layers),
-                "message": self.message, "fix": self.fix}  # fmt: skip
+        out = {"kind": self.kind, "severity": self.severity, "layers": list(self.layers),
+               "message": self.message, "fix": self.fix}  # fmt: skip
+        if self.step is not None:
+            out["step"] = self.step
+        return out
 
 
 def _number(value: float | None, digits: int = 3) -> str:
