@@ -188,3 +188,14 @@ def test_bad_input(kwargs, message):
     with pytest.raises(ValueError) as excinfo:
         fit(mlp(64, 10, depth=1, width=8), **args)
     assert message in str(excinfo.value)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's own imports on torch 2.13
+def test_compile_trains_through_torch_compile():
+    torch.manual_seed(0)
+    x, y = torch.randn(256, 8), (torch.randn(256) > 0).long()
+    model = mlp(8, 2, depth=2, width=16)
+    before = model[0].weight.detach().clone()
+    history = fit(model, (x, y), epochs=2, progress=False, seed=0, compile=True)
+    assert len(history.epochs) == 2 and all(e["loss"] > 0 for e in history.epochs)
+    assert not torch.equal(before, model[0].weight)  # the compiled module shares the parameters

@@ -17,9 +17,10 @@ activation feeds no activation (``activation is None``).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -170,16 +171,12 @@ def _probe_leaves(model: nn.Module, example: Any) -> list[tuple[str, nn.Module]]
         return lambda *_: order.append((name, module))
 
     handles = [m.register_forward_hook(hook(n, m)) for n, m in leaves]
-    was_training = [m.training for m in model.modules()]
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             model(*example) if isinstance(example, tuple) else model(example)
     finally:
         for h in handles:
             h.remove()
-        for m, t in zip(model.modules(), was_training, strict=True):
-            m.training = t
     return order
 
 
@@ -257,3 +254,15 @@ def skip_connections(model: nn.Module) -> list[str] | None:
                 if label not in found:
                     found.append(label)
     return found
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the block; every module's own train/eval flag restored after, even on error."""
+    flags = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, t in zip(model.modules(), flags, strict=True):
+            m.training = t

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,7 +18,8 @@ import torch
 from torch import nn
 
 from trainability import init as inits
-from trainability.graph import NORM_TYPES, Link, Method, find_consumers, weight_layers
+from trainability._text import format_rows
+from trainability.graph import NORM_TYPES, Link, Method, evaluating, find_consumers, weight_layers
 from trainability.table import recommended_init
 
 
@@ -64,11 +66,8 @@ class InitPlan:
             (e.layer, e.type, e.activation or "-", e.initializer, str(e.fan_in), str(e.fan_out), f"{e.weight_std:.4g}")
             for e in self.entries
         ]
-        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-        lines = [f"InitPlan: {len(self.entries)} weight layers, activations found by {self.method}"]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in (header, *rows)]
-        lines.insert(2, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        title = f"InitPlan: {len(self.entries)} weight layers, activations found by {self.method}"
+        return f"{title}\n{format_rows(header, rows)}"
 
 
 def _choose(link: Link, init: Any) -> tuple[Any, str]:
@@ -95,9 +94,7 @@ def _lsuv(
 ) -> None:
     """Layer-sequential unit variance (Mishkin & Matas 2016): orthonormal weights, then scale each
     layer, first to last, until the variance of its output on ``data`` is within ``tol`` of 1."""
-    was_training = [m.training for m in model.modules()]
-    model.eval()
-    try:
+    with evaluating(model):
         for _, module in layers:
             inits.apply(inits.Orthogonal(), module)
         captured: list[torch.Tensor] = []
@@ -109,15 +106,12 @@ def _lsuv(
                     with torch.no_grad():
                         model(*data) if isinstance(data, tuple) else model(data)
                     var = float(captured[0].var())
-                    if not torch.isfinite(torch.tensor(var)) or var == 0.0 or abs(var - 1.0) < tol:
+                    if not math.isfinite(var) or var == 0.0 or abs(var - 1.0) < tol:
                         break
                     with torch.no_grad():
                         module.weight.div_(var**0.5)
             finally:
                 handle.remove()
-    finally:
-        for m, t in zip(model.modules(), was_training, strict=True):
-            m.training = t
 
 
 def initialize(

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 

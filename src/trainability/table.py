@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from trainability import activations
+from trainability._text import format_rows
 
 _FAMILIES = (
     ("Glorot", "glorot_uniform", ("glorot_uniform", "glorot_normal"), "1 / fan_avg",
@@ -61,7 +62,4 @@ def format_table() -> str:
         (r["initialization"], ", ".join(r["activations"]), r["variance"], ", ".join(r["initializers"]))
         for r in rows()
     ]
-    widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *body)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_rows(header, body)

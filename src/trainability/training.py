@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from trainability.doctor import diagnose
 from trainability.doctor.report import Finding
+from trainability.graph import evaluating
 from trainability.losses import default_loss
 from trainability.monitor import Monitor
 
@@ -160,21 +161,16 @@ def _accuracy(output: torch.Tensor, targets: torch.Tensor) -> tuple[int, int] | 
 
 
 def _evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable, device: torch.device) -> dict[str, float]:
-    was = model.training
-    model.eval()
     total, correct, count, n = 0.0, 0, 0, 0
-    try:
-        with torch.no_grad():
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                out = model(x)
-                total += float(loss_fn(out, y)) * len(x)
-                n += len(x)
-                acc = _accuracy(out, y)
-                if acc:
-                    correct, count = correct + acc[0], count + acc[1]
-    finally:
-        model.train(was)
+    with evaluating(model), torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            out = model(x)
+            total += float(loss_fn(out, y)) * len(x)
+            n += len(x)
+            acc = _accuracy(out, y)
+            if acc:
+                correct, count = correct + acc[0], count + acc[1]
     result = {"val_loss": total / max(n, 1)}
     if count:
         result["val_accuracy"] = correct / count
@@ -184,12 +180,9 @@ def _evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable, device: t
 def _check_fit(model: nn.Module, loader: DataLoader, loss_fn: Callable, device: torch.device) -> None:
     """One forward on a first batch: data and model that do not fit raise a clear error."""
     x, y = next(iter(loader))
-    was = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            out = model(x[:2].to(device))
-        loss_fn(out, y[:2].to(device))
+        with evaluating(model), torch.no_grad():
+            loss_fn(model(x[:2].to(device)), y[:2].to(device))
     except ValueError:
         raise
     except Exception as exc:
@@ -197,8 +190,6 @@ def _check_fit(model: nn.Module, loader: DataLoader, loss_fn: Callable, device: 
             f"the model and the data do not fit: inputs of shape {tuple(x.shape[1:])} per sample, targets "
             f"{tuple(y.shape[1:]) or 'scalars'} ({y.dtype}): {type(exc).__name__}: {exc}"
         ) from exc
-    finally:
-        model.train(was)
 
 
 def fit(

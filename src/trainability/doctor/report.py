@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from trainability._text import format_rows
+
 Severity = Literal["error", "warning"]
 Kind = Literal[
     "vanishing_gradients", "exploding_gradients", "dead_units", "saturated_units", "non_finite",
@@ -119,10 +121,7 @@ class Report:
              _number(s.grad_norm), _number(s.weight_std), _number(s.grad_weight_ratio), s.non_finite or "")
             for s in self.layers
         ]  # fmt: skip
-        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in (header, *rows)]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return format_rows(header, rows)
 
     def __str__(self) -> str:
         return f"{self.verdict()}\n\n{self.table()}"

@@ -1,0 +1,131 @@
+"""What the monitor adds to a training step, next to full-histogram logging and wandb.watch.
+
+A 50-layer, width-256 ReLU MLP at batch 128, SGD. Variants, run round-robin in blocks of 100
+steps so that the shared machine's noise hits all alike:
+
+- plain: the bare loop;
+- monitor (default schedule, every 100 steps) and monitor (every step);
+- histograms: every parameter and gradient copied to the host and histogrammed (64 bins) every
+  step, which is what TensorBoard histogram logging and ``wandb.watch(log="all", log_freq=1)`` do;
+- wandb.watch(log="all", log_freq=1) itself, offline, if wandb is installed.
+
+Reported: the median over blocks of the mean step time, and each variant's ratio to plain.
+Targets: default schedule <= 1.03x, every step <= 1.30x, every step at least 3x cheaper than
+full histograms. Run: python benchmarks/monitor_overhead.py [--blocks 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from _results import machine, write_section
+
+from trainability import Monitor, mlp
+
+STEPS = 100
+
+
+def make():
+    torch.manual_seed(0)
+    model = mlp(256, 10, depth=50, width=256, activation="relu")
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x, y = torch.randn(128, 256), torch.randint(0, 10, (128,))
+    return model, opt, x, y
+
+
+def block(model, opt, x, y, after_backward: Callable[[torch.Tensor], None]) -> float:
+    start = time.perf_counter()
+    for _ in range(STEPS):
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        after_backward(loss)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return (time.perf_counter() - start) / STEPS
+
+
+def histograms(model):
+    def log(loss):
+        float(loss.detach())
+        for p in model.parameters():
+            np.histogram(p.detach().cpu().numpy(), bins=64)
+            np.histogram(p.grad.detach().cpu().numpy(), bins=64)
+
+    return log
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--blocks", type=int, default=5)
+    args = parser.parse_args()
+    variants: dict[str, tuple] = {}
+    for name in ("plain", "monitor, default schedule (every 100)", "monitor, every step", "full histograms every step"):
+        model, opt, x, y = make()
+        if name.startswith("monitor"):
+            monitor = Monitor(model, every=1 if "every step" in name else 100)
+            hook = monitor.step
+        elif name.startswith("full"):
+            hook = histograms(model)
+        else:
+            hook = lambda loss: float(loss.detach())  # noqa: E731 - the plain loop reads its loss too
+        variants[name] = (model, opt, x, y, hook)
+    wandb_note = ""
+    try:
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        run = wandb.init(mode="offline", dir=tempfile.mkdtemp(), project="trainability-bench")
+        model, opt, x, y = make()
+        wandb.watch(model, log="all", log_freq=1)
+        variants["wandb.watch(log='all', log_freq=1), offline"] = (model, opt, x, y, lambda loss: wandb.log({"loss": float(loss.detach())}))
+    except Exception as exc:  # noqa: BLE001 - reported in the results
+        run, wandb_note = None, f"wandb.watch was not measured: {type(exc).__name__}: {exc}"
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for model, opt, x, y, _ in variants.values():  # warm-up
+        for _ in range(3):
+            F.cross_entropy(model(x), y).backward()
+            opt.zero_grad(set_to_none=True)
+    for _ in range(args.blocks):
+        for name, (model, opt, x, y, hook) in variants.items():
+            times[name].append(block(model, opt, x, y, hook))
+    if run is not None:
+        run.finish()
+    plain = statistics.median(times["plain"])
+    rows = "\n".join(
+        f"| {name} | {statistics.median(t) * 1e3:.2f} | {statistics.median(t) / plain:.3f}x |" for name, t in times.items()
+    )
+    every = statistics.median(times["monitor, every step"])
+    hist = statistics.median(times["full histograms every step"])
+    extra = f"{(every - plain) / (hist - plain):.3f}" if hist > plain else "n/a"
+    wandb_line = ""
+    key = "wandb.watch(log='all', log_freq=1), offline"
+    if key in times:
+        w = statistics.median(times[key])
+        wandb_line = f"\nMonitor every step vs wandb.watch every step: {w / every:.2f}x cheaper per step."
+    body = f"""## Monitor overhead (`benchmarks/monitor_overhead.py`)
+
+50-layer, width-256 ReLU MLP, batch 128, SGD; {args.blocks} round-robin blocks of {STEPS} steps per
+variant; median over blocks of the mean step time. Machine: {machine()}.
+
+| variant | step ms | vs plain |
+|---|---|---|
+{rows}
+
+Added time of the every-step monitor as a share of the added time of full histograms: {extra}
+(the monitor every step is {hist / every:.2f}x cheaper per step than full histograms).{wandb_line}
+{wandb_note}
+"""
+    write_section("monitor_overhead", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
