@@ -80,7 +80,7 @@ def test_growing_dead_fraction():
 
     monitor = run(model, 30, every=5, events={20: kill}, lr=1e-4)
     dead = [f for f in monitor.findings if f.kind == "dead_units"]
-    assert dead and dead[0].step == 20 and "3" in dead[0].layers
+    assert dead and dead[0].step == 20 and dead[0].layers == ["2"]  # the Linear whose ReLU units died
 
 
 def test_first_nan_layer_named_the_moment_the_loss_is_non_finite():
@@ -136,3 +136,29 @@ def test_eval_forward_does_not_consume_a_recording():
         monitor.step()
     assert set(monitor.records_steps()) == {0} and any(r[2] == "grad_norm" for r in monitor.rows)
     assert isinstance(model[0], nn.Linear)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_monitor_statistics_equal_the_doctors(inplace):
+    # the monitor reduces in batches (deferred; at once where ReLU(inplace=True) overwrites the
+    # output) and reads dead units off the pre-activation; the doctor reduces per layer in
+    # float64 on the activation itself: they must agree
+    from trainability.doctor import diagnose
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(inplace=inplace), nn.Linear(32, 32), nn.ReLU(inplace=inplace),
+                          nn.Linear(32, 3))  # fmt: skip
+    with torch.no_grad():
+        model[2].bias.fill_(-0.5)  # some dead units
+    x, y = torch.randn(64, 20), torch.randint(0, 3, (64,))
+    report = diagnose(model, x, y)
+    doctor = {s.name: s for s in report.layers}
+    with Monitor(model, every=1) as monitor:
+        F.cross_entropy(model(x), y).backward()
+        monitor.step()
+    got = {(r[1], r[2]): r[3] for r in monitor.rows}
+    for layer in ("0", "2", "4"):
+        for stat in ("weight_grad_norm", "weight_std", "grad_norm", "std", "mean"):
+            assert got[(layer, stat)] == pytest.approx(getattr(doctor[layer], stat), rel=1e-4, abs=1e-6), (layer, stat)
+    assert got[("2", "dead_fraction")] == pytest.approx(doctor["3"].dead_fraction)
+    assert doctor["3"].dead_fraction > 0

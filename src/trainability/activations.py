@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import torch
@@ -99,11 +100,32 @@ class ActivationSpec:
         with torch.no_grad():
             return 1.0 / math.sqrt(_quadrature.expect(lambda z: phi(z) ** 2))
 
+    def saturation_bound(self, threshold: float = 0.01) -> float | None:
+        """The input magnitude beyond which ``relative_derivative`` falls under ``threshold``
+        (sigmoid 5.99, tanh 2.99, softsign 9 at 1%), found by bisection; ``None`` if the
+        activation does not saturate."""
+        return _saturation_bound(self.name, threshold) if self.relative_derivative is not None else None
+
     def hyperparameters_of(self, module: nn.Module) -> dict[str, Any]:
         """Read this activation's hyperparameters off a module instance."""
         if isinstance(module, nn.PReLU):
             return {"num_parameters": module.num_parameters, "init": float(module.weight.detach().mean())}
         return {k: getattr(module, k) for k in self.defaults if hasattr(module, k)}
+
+
+@lru_cache(maxsize=32)
+def _saturation_bound(name: str, threshold: float) -> float:
+    spec = REGISTRY[name]
+    phi, relative = spec.function(), spec.relative_derivative
+    lo, hi = 0.0, 1e3
+    with torch.no_grad():
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            if float(relative(phi(torch.tensor(mid, dtype=torch.float64)))) < threshold:  # type: ignore[misc]
+                hi = mid
+            else:
+                lo = mid
+    return hi
 
 
 def _spec(**kwargs: Any) -> ActivationSpec:

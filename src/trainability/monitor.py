@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +42,8 @@ from trainability.graph import find_consumers
 DEFAULT_EVERY = 100
 #: A layer's weight-gradient norm this many times its median over earlier recordings: explosion.
 EXPLOSION_FACTOR = 100.0
+#: ... over this many earlier recordings (a running window).
+HISTORY_WINDOW = 20
 #: A ReLU layer whose dead fraction grew by this much since its first recording: dying units.
 DEAD_GROWTH = 0.2
 STATISTICS = ("mean", "std", "dead_fraction", "saturated_fraction", "grad_norm", "weight_std",
@@ -89,12 +92,19 @@ class Monitor:
         self.rows: list[tuple[int, str, str, float]] = []
         self.findings: list[Finding] = []
         self._reported: set[tuple[str, str]] = set()
-        self._grad_history: dict[str, list[float]] = {}
+        self._grad_history: dict[str, deque[float]] = {}
         self._first_dead: dict[str, float] = {}
-        self._capture: Capture | None = None
         self._diagnosing = False
         self._last_inputs: tuple[Any, ...] | None = None
-        self._links: dict[str, Any] | None = None  # found at the first recording
+        self._links: dict[str, Any] | None = None
+        consumers = None
+        if layers is None:  # weight layers only, dead/saturated units read off the pre-activation
+            try:
+                self._links = find_consumers(model)[0]
+                consumers = {n: (None if link.normalized else link.activation) for n, link in self._links.items()}
+            except ValueError:  # no forward to trace (a LightningModule, say): every leaf module
+                pass
+        self._capture = Capture(model, names=self.layers, precise=False, training_only=True, consumers=consumers)
         self._handle = model.register_forward_pre_hook(self._arm)
 
     # -- when ---------------------------------------------------------------------------------
@@ -108,8 +118,8 @@ class Monitor:
     def arm(self) -> None:
         """Attach the per-layer hooks if the coming step is scheduled. The model's forward does
         this itself; call it where a training step does not go through ``model(...)``."""
-        if self._capture is None and self.schedule(self.steps_done):
-            self._capture = Capture(self.model, names=self.layers, precise=False).__enter__()
+        if self.schedule(self.steps_done) and not self._capture.attached:
+            self._capture.attach()
 
     def step(self, loss: torch.Tensor | float | None = None, *, inputs: Any = None) -> list[Finding]:
         """Close one training step: record it if it was scheduled, check the loss, and return the
@@ -121,15 +131,17 @@ class Monitor:
             if inputs is not None:
                 self._last_inputs = inputs if isinstance(inputs, tuple) else (inputs,)
             new += self._explain_non_finite(value, step)
-        if self._capture is not None:
-            capture, self._capture = self._capture, None
+        capture = self._capture
+        if capture.attached and capture.records:
             capture.collect()
-            capture.__exit__(None, None, None)
+            if not self.schedule(step + 1):  # hooks stay on while the schedule runs step after step
+                capture.detach()
             if self._links is None:
                 self._links = find_consumers(self.model, order=capture.order)[0]
             stats = [layer_stats(r, self._links, r.numel) for r in capture.records.values() if r.role in ("weight", "activation")]
             self._record(stats, step)
             new += self._judge(stats, capture, step)
+            capture.reset()
         self.steps_done += 1
         self.findings += new
         return new
@@ -163,7 +175,7 @@ class Monitor:
         for s in stats:
             if s.weight_grad_norm is None or not math.isfinite(s.weight_grad_norm):
                 continue
-            history = self._grad_history.setdefault(s.name, [])
+            history = self._grad_history.setdefault(s.name, deque(maxlen=HISTORY_WINDOW))
             if len(history) >= 3 and s.weight_grad_norm > EXPLOSION_FACTOR * max(statistics.median(history), 1e-30):
                 exploding.append((s.name, s.weight_grad_norm / statistics.median(history)))
             history.append(s.weight_grad_norm)
@@ -234,9 +246,7 @@ class Monitor:
     def close(self) -> None:
         """Remove every hook; the model is as it was before the monitor."""
         self._handle.remove()
-        if self._capture is not None:
-            self._capture.__exit__(None, None, None)
-            self._capture = None
+        self._capture.detach()
         self._last_inputs = None
 
     def __enter__(self) -> Monitor:

@@ -171,7 +171,7 @@ def unit_health(ev: Evidence) -> list[Finding]:
         worst = max(s.dead_fraction for s in dead)  # type: ignore[type-var]
         findings.append(Finding(
             "dead_units", "error" if worst >= SEVERE_DEAD_FRACTION else "warning", [s.name for s in dead],
-            f"{len(dead)} ReLU layers have units that never fire over the batch of {ev.batch_size} "
+            f"{len(dead)} layers have ReLU units that never fire over the batch of {ev.batch_size} "
             f"(up to {worst:.0%} of a layer's units): they get no gradient and stop learning",
             "use leaky_relu (negative_slope=0.2) or elu, re-initialize with he_normal and zero biases "
             "(trainability.initialize(model)), and lower the learning rate",
