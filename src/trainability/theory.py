@@ -81,8 +81,11 @@ def fixed_point(
     _check(weight_variance, bias_variance)
     phi = _function(activation, hyperparameters)
     x, w = _quadrature.nodes()
-    q = q0
     with torch.no_grad():
+        if bias_variance == 0 and torch.allclose(phi(2 * x), 2 * phi(x)):  # positively homogeneous (ReLU
+            gain = weight_variance * float((w * phi(x) ** 2).sum())  # family): q' = gain * q exactly
+            return q0 if abs(gain - 1) < 1e-12 else 0.0 if gain < 1 else math.inf
+        q = q0
         for _ in range(max_iter):
             new = weight_variance * float((w * phi(math.sqrt(max(q, _Q_FLOOR)) * x) ** 2).sum()) + bias_variance
             if not math.isfinite(new) or new > 1e30:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from trainability import init as inits
@@ -307,7 +308,7 @@ def beyond_depth_scale(ev: Evidence, model_modules: list[tuple[str, nn.Module]])
     depth = len(hidden)
     weight_variance = sum(ev.weight_var[link.name] * inits.module_fans(link.module)[0] for link in hidden) / len(hidden)
     biases = [link.module.bias.detach().float() for link in hidden if link.module.bias is not None]
-    bias_variance = float(sum(float(b.var(correction=0)) for b in biases) / len(biases)) if biases else 0.0
+    bias_variance = float(torch.stack([b.var(correction=0) for b in biases]).mean()) if biases else 0.0
     hyper = hidden[0].hyperparameters if spec.name in ("leaky_relu", "elu") else {}  # type: ignore[union-attr]
     chi1 = theory.chi(spec, weight_variance, bias_variance, **hyper)  # type: ignore[arg-type]
     if not math.isfinite(chi1) or (chi1 > 1 and not spec.saturating):  # type: ignore[union-attr]
