@@ -74,7 +74,6 @@ class Link:
     activation: ActivationSpec | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     normalized: bool = False  # a normalization layer sits between the layer and its activation
-    inplace: bool = False  # the activation (or a module before it) overwrites the layer's output
 
 
 def _walk(leaves: list[tuple[str, nn.Module]]) -> dict[str, Link]:
@@ -85,7 +84,6 @@ def _walk(leaves: list[tuple[str, nn.Module]]) -> dict[str, Link]:
             continue
         link = links[name] = Link(name, module)
         for _, nxt in leaves[i + 1 :]:
-            link.inplace |= bool(getattr(nxt, "inplace", False))
             if is_activation(nxt):
                 spec = activations.get(nxt)
                 link.activation, link.hyperparameters = spec, spec.hyperparameters_of(nxt)
@@ -141,10 +139,8 @@ def _fx_links(model: nn.Module) -> dict[str, Link]:
                 continue
             seen.add(user)
             spec, passes = None, False
-            link.inplace |= bool(user.kwargs.get("inplace", False)) or str(user.target).endswith("_")
             if user.op == "call_module":
                 sub = modules[user.target]
-                link.inplace |= bool(getattr(sub, "inplace", False))
                 if is_activation(sub):
                     spec = activations.get(sub)
                     link.hyperparameters = spec.hyperparameters_of(sub)
