@@ -132,16 +132,16 @@ class Monitor:
                 self._last_inputs = inputs if isinstance(inputs, tuple) else (inputs,)
             new += self._explain_non_finite(value, step)
         capture = self._capture
-        if capture.attached and capture.records:
+        if capture.records:
             capture.collect()
-            if not self.schedule(step + 1):  # hooks stay on while the schedule runs step after step
-                capture.detach()
             if self._links is None:
                 self._links = find_consumers(self.model, order=capture.order)[0]
             stats = [layer_stats(r, self._links, r.numel) for r in capture.records.values() if r.role in ("weight", "activation")]
             self._record(stats, step)
             new += self._judge(stats, capture, step)
             capture.reset()
+        if capture.attached and not self.schedule(step + 1):  # hooks stay on while steps run back to back
+            capture.detach()
         self.steps_done += 1
         self.findings += new
         return new
