@@ -13,7 +13,7 @@ from pathlib import Path
 
 from _results import machine, write_section
 
-from trainability.phase import phase_diagram, plot_phase
+from trainability.theory.phase import phase_diagram, plot_phase
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -33,8 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from trainability.doctor import diagnose, layer_stats
-from trainability.doctor import findings as rules
+from trainability.doctor import diagnose, layer_stats, rules
 from trainability.doctor.capture import Capture
 from trainability.doctor.report import Finding, LayerStats
 from trainability.graph import find_consumers

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainability.doctor import findings as rules
+from trainability.doctor import rules
 from trainability.doctor.capture import Capture, Record, preserved
 from trainability.doctor.report import Finding, LayerStats, Report
 from trainability.graph import find_consumers, skip_connections

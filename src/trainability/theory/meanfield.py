@@ -1,27 +1,4 @@
-"""Mean-field signal propagation: how deep a network can be and still train, before training it.
-
-For a wide fully connected stack with weights of variance ``sigma_w^2 / fan_in`` and biases of
-variance ``sigma_b^2`` (Poole et al. 2016, Schoenholz et al. 2017), z ~ N(0, 1):
-
-- length map: ``q' = sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2``, fixed point ``q*``;
-- ``chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2]``: below 1 the network is ordered (inputs become
-  indistinguishable, gradients vanish), above 1 chaotic (gradients explode), at 1 critical;
-- correlation map at ``q*``: ``c' = (sigma_w^2 E[phi(u1) phi(u2)] + sigma_b^2) / q*`` with
-  ``u1 = sqrt(q*) z1``, ``u2 = sqrt(q*) (c z1 + sqrt(1 - c^2) z2)``, fixed point ``c*``;
-  ``chi_c = sigma_w^2 E[phi'(u1) phi'(u2)]`` at ``c*``;
-- depth scales ``xi_c = -1 / ln chi_c`` (infinite at criticality) and
-  ``xi_q = -1 / ln(chi_1 + sigma_w^2 E[phi''(u) phi(u)])``;
-- networks train when their depth is below about 6 xi_c (Schoenholz et al. 2017).
-
-Expectations are Gauss-Hermite quadratures (160 nodes, 80x80 for pairs); derivatives come from
-autograd, so any registered activation (with hyperparameters) or torch-traceable callable works.
-ReLU's kink sits between nodes, where the symmetric rule integrates it exactly.
-
->>> round(critical_weight_variance("tanh", bias_variance=0.05), 2)
-1.76
->>> chi("relu", weight_variance=2.0, bias_variance=0.0)
-1.0
-"""
+"""The asymptotic mean-field maps: fixed points, chi, depth scales, the edge of chaos."""
 
 from __future__ import annotations
 

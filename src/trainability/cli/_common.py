@@ -1,0 +1,7 @@
+"""What every command shares."""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
