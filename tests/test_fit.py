@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from trainability import Monitor, fit, mlp
-from trainability.data import load
+from trainability.datasets import load
 
 
 @pytest.fixture(scope="module")
@@ -22,25 +22,25 @@ def digits():
 def test_learns_digits_with_validation(digits):
     torch.manual_seed(0)
     model = mlp(64, 10, depth=3, width=64)
-    history = fit(model, (digits.x, digits.y), val_data=(digits.x_test, digits.y_test), epochs=5,
+    history = fit(model, (digits.train.x, digits.train.y), val_data=(digits.validation.x, digits.validation.y), epochs=5,
                   optimizer="adam", progress=False, seed=0)  # fmt: skip
     assert len(history.epochs) == 5
     assert history.metric("val_accuracy")[-1] > 0.9
     assert history.metric("loss")[-1] < history.metric("loss")[0]
-    assert all(e["seconds"] > 0 and e["steps"] == 45 for e in history.epochs)
+    assert all(e["seconds"] > 0 and e["steps"] == -(-digits.train.samples // 32) for e in history.epochs)
     assert set(history.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "nadam"])
 def test_optimizers_by_name(name, digits):
     model = mlp(64, 10, depth=2, width=32)
-    history = fit(model, (digits.x[:256], digits.y[:256]), epochs=1, optimizer=name, progress=False, seed=0)
+    history = fit(model, (digits.train.x[:256], digits.train.y[:256]), epochs=1, optimizer=name, progress=False, seed=0)
     assert history.epochs[0]["loss"] > 0
 
 
 def test_dataset_dataloader_and_optimizer_instance(digits):
     model = mlp(64, 10, depth=2, width=32)
-    ds = TensorDataset(digits.x[:256], digits.y[:256])
+    ds = TensorDataset(digits.train.x[:256], digits.train.y[:256])
     assert len(fit(model, ds, epochs=1, batch_size=64, progress=False).epochs[0]) >= 4
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     history = fit(model, DataLoader(ds, batch_size=128), val_data=ds, epochs=1, optimizer=opt, progress=False)
@@ -60,7 +60,7 @@ class Recorder(torch.optim.SGD):
 
 
 def test_clipping_by_norm_and_by_value(digits):
-    data = (digits.x[:256] * 50, digits.y[:256])
+    data = (digits.train.x[:256] * 50, digits.train.y[:256])
     model = mlp(64, 10, depth=2, width=32)
     opt = Recorder(model.parameters())
     fit(model, data, epochs=1, optimizer=opt, clip_norm=0.5, progress=False)
@@ -84,7 +84,7 @@ class NanAfter(nn.Module):
 def test_stops_on_non_finite_loss_with_the_doctors_explanation(monitor, digits):
     model = mlp(64, 10, depth=3, width=32)
     model.insert(4, NanAfter(calls=10))
-    history = fit(model, (digits.x[:512], digits.y[:512]), epochs=3, monitor=monitor, progress=False)
+    history = fit(model, (digits.train.x[:512], digits.train.y[:512]), epochs=3, monitor=monitor, progress=False)
     assert history.stopped == "non_finite"
     (finding,) = [f for f in history.findings if f.kind == "non_finite"]
     assert finding.layers == ["4"] and "NanAfter" in finding.message
@@ -95,7 +95,7 @@ def test_deterministic_for_a_seed(digits):
     def train():
         torch.manual_seed(3)
         model = mlp(64, 10, depth=3, width=32, dropout=0.2)
-        fit(model, (digits.x, digits.y), epochs=2, seed=11, progress=False)
+        fit(model, (digits.train.x, digits.train.y), epochs=2, seed=11, progress=False)
         return model.state_dict()
 
     a, b = train(), train()
@@ -105,7 +105,7 @@ def test_deterministic_for_a_seed(digits):
 def test_monitor_findings_land_in_history(digits):
     model = mlp(64, 10, depth=3, width=32)
     monitor = Monitor(model, every=1)
-    history = fit(model, (digits.x[:256], digits.y[:256]), epochs=1, monitor=monitor, progress=False)
+    history = fit(model, (digits.train.x[:256], digits.train.y[:256]), epochs=1, monitor=monitor, progress=False)
     assert history.findings == monitor.findings
     assert sorted(set(monitor.records_steps())) == list(range(8))
 
@@ -150,7 +150,7 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path):
 
 
 def test_resume_of_a_finished_run_trains_nothing(tmp_path, digits):
-    data = (digits.x[:128], digits.y[:128])
+    data = (digits.train.x[:128], digits.train.y[:128])
     model = mlp(64, 10, depth=2, width=16)
     fit(model, data, epochs=2, checkpoint_dir=tmp_path, progress=False, seed=0)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
@@ -159,10 +159,10 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path, digits):
 
 
 def test_checkpoint_of_another_model_is_refused_and_untouched(tmp_path, digits):
-    fit(mlp(64, 10, depth=2, width=16), (digits.x[:128], digits.y[:128]), epochs=1, checkpoint_dir=tmp_path, progress=False)
+    fit(mlp(64, 10, depth=2, width=16), (digits.train.x[:128], digits.train.y[:128]), epochs=1, checkpoint_dir=tmp_path, progress=False)
     before = (tmp_path / "checkpoint.pt").read_bytes()
     with pytest.raises(ValueError, match="holds a checkpoint of another model or optimizer .* left untouched"):
-        fit(mlp(64, 10, depth=3, width=16), (digits.x[:128], digits.y[:128]), epochs=1, checkpoint_dir=tmp_path, progress=False)
+        fit(mlp(64, 10, depth=3, width=16), (digits.train.x[:128], digits.train.y[:128]), epochs=1, checkpoint_dir=tmp_path, progress=False)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 

@@ -4,7 +4,7 @@ Initialize a whole model for its activations, diagnose unstable gradients layer 
 apply the textbook's fixes. The public API is what this module re-exports.
 """
 
-from trainability import activations, init
+from trainability import activations, datasets, init
 from trainability.batchnorm import fold_batchnorm
 from trainability.initialization import InitPlan, PlanEntry, initialize
 from trainability.models import mlp
@@ -14,6 +14,7 @@ from trainability.training import History, fit
 
 __version__ = "0.1.0"
 
+
 __all__ = [
     "History",
     "InitPlan",
@@ -21,6 +22,7 @@ __all__ = [
     "PlanEntry",
     "__version__",
     "activations",
+    "datasets",
     "fit",
     "fold_batchnorm",
     "init",

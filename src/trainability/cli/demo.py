@@ -12,14 +12,13 @@ def run(args: argparse.Namespace) -> int:
     fixed with initialize(), diagnosed again, and both trained briefly."""
     import torch
 
-    from trainability import data as datasets
-    from trainability import fit, initialize, mlp, theory
+    from trainability import datasets, fit, initialize, mlp, theory
     from trainability.doctor import diagnose
 
     if args.depth < 2 or args.epochs < 1:
         raise UsageError(f"--depth must be >= 2 and --epochs >= 1, got {args.depth} and {args.epochs}")
     digits = datasets.load("digits")
-    x, y = digits.x[:256], digits.y[:256]
+    x, y = digits.train.x[:256], digits.train.y[:256]
     print(f"== {args.depth}-layer ReLU MLP (width 100) on scikit-learn digits, PyTorch's default init ==\n")
     torch.manual_seed(0)
     sick = mlp(64, 10, depth=args.depth, width=100, activation="relu", init="default")
@@ -37,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n== training both for {args.epochs} epochs (SGD, momentum 0.9, lr 0.01, batch 32) ==\n")
     results = {}
     for name, model in (("PyTorch default", sick), ("initialize()", healthy)):
-        history = fit(model, (digits.x, digits.y), val_data=(digits.x_test, digits.y_test), epochs=args.epochs,
+        history = fit(model, digits.train, val_data=digits.validation, epochs=args.epochs,
                       optimizer="sgd", lr=0.01, momentum=0.9, seed=0, progress=False)  # fmt: skip
         results[name] = history.metric("val_accuracy")[-1]
         print(f"{name:16s} validation accuracy {results[name]:.3f}")

@@ -11,7 +11,7 @@ def _doctor_batch(model_spec: str, data_name: str | None, batch_size: int):
     """The model and one batch (inputs, targets or None) for ``doctor``."""
     import torch
 
-    from trainability import data as datasets
+    from trainability import datasets
     from trainability.graph import example_input, weight_layers
     from trainability.models import BUILTINS, from_spec
 
@@ -35,7 +35,7 @@ def _doctor_batch(model_spec: str, data_name: str | None, batch_size: int):
         else:
             torch.manual_seed(0)
             return model, example_input(model, batch=batch_size), None, "random standard-normal inputs"
-    x, y = loaded.x[:batch_size], loaded.y[:batch_size]
+    x, y = loaded.train.x[:batch_size], loaded.train.y[:batch_size]
     if isinstance(first, torch.nn.Linear):
         if first.in_features != loaded.in_features:
             raise UsageError(f"the model takes {first.in_features} input features but {loaded.name} has {loaded.in_features}")

@@ -95,7 +95,7 @@ def phase_diagram(
     """Train every (weight variance, depth) cell and return the accuracies with ``xi_c``."""
     import time
 
-    from trainability import data as datasets
+    from trainability import datasets
 
     if not weight_variances or not depths:
         raise ValueError("give at least one weight variance and one depth")
@@ -104,7 +104,7 @@ def phase_diagram(
     loaded = datasets.load(data)
     if not loaded.classification:
         raise ValueError(f"{data} is not a classification data set")
-    tensors = (loaded.x, loaded.y, loaded.x_test, loaded.y_test)
+    tensors = (loaded.train.x, loaded.train.y, loaded.test.x, loaded.test.y)
     jobs = [(activation, d, v, bias_variance, steps, width, lr, seed, tensors) for v in weight_variances for d in depths]
     workers = workers or min(2, os.cpu_count() or 1)
     start = time.perf_counter()
