@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from trainability import activations
+from trainability import activations, adapters
 from trainability.activations import ActivationSpec
-from trainability.init import WEIGHT_LAYER_TYPES
+from trainability.batches import Batch
 
 Method = Literal["sequential", "fx", "probe"]
 
@@ -53,16 +53,70 @@ _TRANSPARENT_METHODS = frozenset(
 
 
 def is_weight_layer(module: nn.Module) -> bool:
-    return isinstance(module, WEIGHT_LAYER_TYPES)
+    """Does the module apply weights itself (:mod:`trainability.adapters`)?"""
+    return adapters.is_weight_module(module)
+
+
+def activation_of(module: nn.Module) -> ActivationSpec | None:
+    """The activation a module applies: a torch activation, or one from another library
+    recognized by :func:`trainability.adapters.foreign_activation`; ``None`` otherwise."""
+    return activation_and_hyperparameters(module)[0]
+
+
+def activation_and_hyperparameters(module: nn.Module) -> tuple[ActivationSpec | None, dict[str, Any]]:
+    """The activation a module applies and its hyperparameters (``(None, {})`` for none)."""
+    if isinstance(module, nn.Identity):
+        return None, {}
+    spec = activations.find(module)
+    if spec is not None:
+        return spec, spec.hyperparameters_of(module)
+    spec = adapters.foreign_activation(module)
+    return (spec, adapters.foreign_hyperparameters(module)) if spec is not None else (None, {})
 
 
 def is_activation(module: nn.Module) -> bool:
-    return not isinstance(module, nn.Identity) and activations.find(module) is not None
+    return activation_of(module) is not None
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` for every Linear, ConvNd and ConvTransposeNd, in registration order."""
-    return [(n, m) for n, m in model.named_modules() if is_weight_layer(m)]
+    """``(name, module)`` for every module that applies weights (Linear, ConvNd, Embedding,
+    MultiheadAttention, RNN/LSTM/GRU, ``x @ W`` layers such as GPT-2's Conv1D), in registration
+    order; see :func:`trainability.adapters.weight_modules`."""
+    return [(n, m) for n, m, _ in adapters.weight_modules(model)]
+
+
+def hooked_modules(model: nn.Module) -> list[tuple[str, nn.Module, list[adapters.Weight]]]:
+    """What a pass watches: every weight module with its weights, and every other leaf module
+    (with no weights), in registration order; a weight module's claimed children are left out."""
+    weight_mods = adapters.weight_modules(model)
+    by_name = {n: (n, m, ws) for n, m, ws in weight_mods}
+    claimed = {c for n, m, _ in weight_mods for c, _ in m.named_modules(prefix=n) if c != n}
+    out = []
+    for name, module in model.named_modules():
+        if name in by_name:
+            out.append(by_name[name])
+        elif name not in claimed and next(module.children(), None) is None:
+            out.append((name, module, []))
+    return out
+
+
+def block_groups(model: nn.Module) -> list[list[str]]:
+    """Groups of sibling modules that may be residual blocks: the children of one class, two or
+    more, of a ``ModuleList``/``Sequential``, each holding parameters and children of its own
+    (BertLayer, GPT2Block, ConvNeXt and ResNet layers, ``nn.TransformerEncoderLayer``, a user's
+    ``Block``, a ``Sequential`` per block). Whether a group is residual is decided on the pass,
+    from the autograd graph (:class:`trainability.doctor.capture.Capture`)."""
+    found = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.ModuleList, nn.Sequential)):
+            continue
+        kids = [(n, m) for n, m in module.named_children()
+                if next(m.children(), None) is not None and next(m.parameters(), None) is not None]  # fmt: skip
+        by_type: dict[type, list[str]] = {}
+        for n, m in kids:
+            by_type.setdefault(type(m), []).append(f"{name}.{n}" if name else n)
+        found += [names for names in by_type.values() if len(names) >= 2]
+    return found
 
 
 @dataclass
@@ -75,6 +129,16 @@ class Link:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     normalized: bool = False  # a normalization layer sits between the layer and its activation
 
+    @property
+    def weights(self) -> list[adapters.Weight]:
+        """The weights the module applies (one for Linear/Conv, several for attention or RNNs)."""
+        return adapters.module_weights(self.name, self.module)
+
+    @property
+    def fans(self) -> tuple[int, int]:
+        """``(fan_in, fan_out)`` of the module's (first) weight."""
+        return self.weights[0].fans
+
 
 def _walk(leaves: list[tuple[str, nn.Module]]) -> dict[str, Link]:
     """Links for leaf modules in execution (or registration) order."""
@@ -84,9 +148,9 @@ def _walk(leaves: list[tuple[str, nn.Module]]) -> dict[str, Link]:
             continue
         link = links[name] = Link(name, module)
         for _, nxt in leaves[i + 1 :]:
-            if is_activation(nxt):
-                spec = activations.get(nxt)
-                link.activation, link.hyperparameters = spec, spec.hyperparameters_of(nxt)
+            spec, hyper = activation_and_hyperparameters(nxt)
+            if spec is not None:
+                link.activation, link.hyperparameters = spec, hyper
                 break
             if isinstance(nxt, NORM_TYPES):
                 link.normalized = True
@@ -142,8 +206,7 @@ def _fx_links(model: nn.Module) -> dict[str, Link]:
             if user.op == "call_module":
                 sub = modules[user.target]
                 if is_activation(sub):
-                    spec = activations.get(sub)
-                    link.hyperparameters = spec.hyperparameters_of(sub)
+                    spec, link.hyperparameters = activation_and_hyperparameters(sub)
                 elif isinstance(sub, TRANSPARENT_TYPES):
                     passes = True
                     link.normalized |= isinstance(sub, NORM_TYPES)
@@ -165,50 +228,47 @@ def _fx_links(model: nn.Module) -> dict[str, Link]:
 
 def _probe_leaves(model: nn.Module, example: Any) -> list[tuple[str, nn.Module]]:
     order: list[tuple[str, nn.Module]] = []
-    leaves = [(n, m) for n, m in model.named_modules() if next(m.children(), None) is None]
 
     def hook(name: str, module: nn.Module):  # noqa: ANN202
         return lambda *_: order.append((name, module))
 
-    handles = [m.register_forward_hook(hook(n, m)) for n, m in leaves]
+    handles = [m.register_forward_hook(hook(n, m)) for n, m, _ in hooked_modules(model)]
     try:
         with evaluating(model), torch.no_grad():
-            model(*example) if isinstance(example, tuple) else model(example)
+            Batch.of(example)(model)
     finally:
         for h in handles:
             h.remove()
     return order
 
 
-def example_input(model: nn.Module, batch: int = 2) -> torch.Tensor:
-    """A standard-normal batch shaped for the model's first weight layer."""
-    layers = weight_layers(model)
-    if not layers:
-        raise ValueError("the model has no weight layers to shape an input for")
-    first = layers[0][1]
-    param = first.weight
-    if isinstance(first, nn.Linear):
-        shape: tuple[int, ...] = (batch, first.in_features)
-    else:
-        dims = first.weight.dim() - 2
-        shape = (batch, first.in_channels, *([{1: 64, 2: 32, 3: 16}[dims]] * dims))
-    return torch.randn(shape, dtype=param.dtype, device=param.device)
+def example_input(model: nn.Module, batch: int = 2) -> Any:
+    """A batch shaped for the model's first weight module: standard-normal features, images
+    or sequences, or random token ids for a model that starts with an embedding (see
+    :func:`trainability.adapters.example_batch`)."""
+    return adapters.example_batch(model, batch)
 
 
 def find_consumers(
     model: nn.Module, example: Any = None, *, order: Iterable[tuple[str, nn.Module]] | None = None
 ) -> tuple[dict[str, Link], Method]:
-    """Map each weight layer's name to its :class:`Link`, and say which strategy found them.
+    """Map each weight module's name to its :class:`Link`, and say which strategy found them.
 
-    ``order`` (leaf modules in execution order, as a diagnosis pass records them) replaces the
-    probe pass when tracing fails; otherwise ``example`` (an input batch) feeds the probe, or a
-    standard-normal batch shaped for the first layer.
+    ``order`` (modules in execution order, as a diagnosis pass records them) replaces the probe
+    pass when tracing fails or misses a weight module (one inside a module torch.fx keeps whole,
+    such as ``nn.TransformerEncoderLayer``); otherwise ``example`` (an input batch) feeds the
+    probe, or a batch shaped for the first layer. Activations a module keeps as a plain function
+    attribute (``nn.TransformerEncoderLayer.activation``) come from
+    :func:`trainability.adapters.internal_activations`.
     """
+    layers = weight_layers(model)
     leaves = _sequential_leaves(model) if isinstance(model, nn.Sequential) else None
     if leaves is not None:
         return _walk(leaves), "sequential"
     try:
-        return _fx_links(model), "fx"
+        links = _fx_links(model)
+        if all(name in links for name, _ in layers):
+            return links, "fx"
     except Exception:  # noqa: BLE001 - any tracing failure falls back to the probe
         pass
     if order is None:
@@ -220,8 +280,11 @@ def find_consumers(
                 f"failed ({type(exc).__name__}: {exc}); pass an example batch as data="
             ) from exc
     links = _walk(list(order))
-    for name, module in weight_layers(model):  # layers the probe never ran
+    for name, module in layers:  # layers the probe never ran
         links.setdefault(name, Link(name, module))
+    for name, (spec, hyper) in adapters.internal_activations(model).items():
+        if name in links and links[name].activation is None:
+            links[name].activation, links[name].hyperparameters = spec, hyper
     return links, "probe"
 
 

@@ -135,7 +135,8 @@ class Monitor:
             capture.collect()
             if self._links is None:
                 self._links = find_consumers(self.model, order=capture.order)[0]
-            stats = [layer_stats(r, self._links, r.numel) for r in capture.records.values() if r.role in ("weight", "activation")]
+            stats = [row for r in capture.records.values() if r.role in ("weight", "activation")
+                     for row in layer_stats(r, self._links, r.numel)]  # fmt: skip
             self._record(stats, step)
             new += self._judge(stats, capture, step)
             capture.reset()

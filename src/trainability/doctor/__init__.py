@@ -17,28 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainability import adapters, graph
+from trainability.batches import Batch, model_loss, output_tensor
 from trainability.doctor import rules
 from trainability.doctor.capture import Capture, Record, preserved
-from trainability.doctor.report import Finding, LayerStats, Report
+from trainability.doctor.report import BlockStats, Finding, LayerStats, Report, TimeStats
 from trainability.graph import find_consumers, skip_connections
 from trainability.losses import default_loss, surrogate_loss
 
-__all__ = ["Finding", "LayerStats", "Report", "diagnose", "surrogate_loss"]
-
-
-def _split_batch(inputs: Any, targets: Any) -> tuple[tuple[Any, ...], Any]:
-    if isinstance(inputs, torch.utils.data.DataLoader):
-        inputs = next(iter(inputs))
-    if isinstance(inputs, list) and len(inputs) == 2 and targets is None:  # a DataLoader batch
-        inputs, targets = inputs
-    if isinstance(inputs, dict):
-        raise ValueError("dict batches are not supported: pass the input tensor(s) and targets= separately")
-    args = inputs if isinstance(inputs, tuple) else (inputs,)
-    if not args or not all(isinstance(a, torch.Tensor) for a in args):
-        raise ValueError(
-            f"inputs must be a tensor, a tuple of tensors or a DataLoader batch, got {type(inputs).__name__}"
-        )
-    return args, targets
+__all__ = ["BlockStats", "Finding", "LayerStats", "Report", "TimeStats", "diagnose", "surrogate_loss"]
 
 
 def _input_standardization(x: torch.Tensor) -> tuple[float | None, float | None]:
@@ -52,36 +39,99 @@ def _input_standardization(x: torch.Tensor) -> tuple[float | None, float | None]
     return float(mean.pow(2).mean().sqrt()), float(std[live].log().pow(2).mean().sqrt())
 
 
-def layer_stats(record: Record, links: dict, numel: int) -> LayerStats:
-    """A :class:`LayerStats` from one capture record (after ``Capture.collect``)."""
+def layer_stats(record: Record, links: dict, numel: int) -> list[LayerStats]:
+    """The :class:`LayerStats` rows of one capture record (after ``Capture.collect``): one for
+    an activation, one per weight for a weight module."""
     v = record.values
     non_finite = None
     if not (math.isfinite(v.get("mean", 0.0)) and math.isfinite(v.get("std", 0.0))):
         non_finite = "forward"
     elif not math.isfinite(v.get("grad_norm", 0.0)):
         non_finite = "backward"
-    elif not math.isfinite(v.get("weight_grad_norm", 0.0)):
-        non_finite = "weight_grad"
     grad_norm = v.get("grad_norm")
     link = links.get(record.name)
-    weight_grad, weight_norm = v.get("weight_grad_norm"), v.get("weight_norm")
-    ratio = weight_grad / weight_norm if weight_grad is not None and weight_norm else None
-    return LayerStats(
-        name=record.name,
-        type=type(record.module).__name__,
-        role=record.role,  # type: ignore[arg-type]
-        activation=(link.activation.name if link and link.activation else None) if record.role == "weight" else None,
-        mean=v["mean"],
-        std=v["std"],
-        dead_fraction=v.get("dead_fraction"),
-        saturated_fraction=v.get("saturated_fraction"),
-        grad_norm=grad_norm,
-        grad_rms=grad_norm / math.sqrt(numel) if grad_norm is not None else None,
-        weight_std=v.get("weight_std"),
-        weight_grad_norm=weight_grad,
-        grad_weight_ratio=ratio,
-        non_finite=non_finite,
-    )
+    output = {
+        "mean": v.get("mean"), "std": v.get("std"), "dead_fraction": v.get("dead_fraction"),
+        "saturated_fraction": v.get("saturated_fraction"), "grad_norm": grad_norm,
+        "grad_rms": grad_norm / math.sqrt(numel) if grad_norm is not None else None,
+        "unit_grad_rms": v.get("unit_grad_rms"),
+    }  # fmt: skip
+    kind = type(record.module).__name__
+    if record.role != "weight" or not record.weights:
+        return [LayerStats(name=record.name, type=kind, role=record.role, activation=None,  # type: ignore[arg-type]
+                           non_finite=non_finite, **output)]  # fmt: skip
+    rows = []
+    single = len(record.weights) == 1
+    for i, w in enumerate(record.weights):
+        weight_grad, weight_norm = v.get(f"weight_grad_norm:{w.name}"), v.get(f"weight_norm:{w.name}")
+        bad = non_finite if i == 0 else None
+        if bad is None and weight_grad is not None and not math.isfinite(weight_grad):
+            bad = "weight_grad"
+        rows.append(LayerStats(
+            name=w.name, type=kind, role="weight",
+            activation=(link.activation.name if link and link.activation else None) if single else None,
+            **(output if i == 0 else dict.fromkeys(output)),  # type: ignore[arg-type]
+            weight_std=v.get(f"weight_std:{w.name}"), weight_grad_norm=weight_grad,
+            grad_weight_ratio=weight_grad / weight_norm if weight_grad is not None and weight_norm else None,
+            non_finite=bad, module=record.name, weight_role=w.role,
+        ))  # fmt: skip
+    return rows
+
+
+def _blocks(capture: Capture) -> list[BlockStats]:
+    """The residual stream, block by block (empty for a network without residual blocks)."""
+    modules = dict(capture.model.named_modules())
+    return [BlockStats(name, type(modules[name.removesuffix(":output")]).__name__, e.get("mean", math.nan),
+                       e.get("std", math.nan), e.get("grad_rms"), e.get("unit_grad_rms"))
+            for name, e in capture.stream_points()]  # fmt: skip
+
+
+def _projection_rms(capture: Capture, module: str, weight: adapters.Weight) -> float | None:
+    """RMS per element of a query or key: the projection's own output when it is a module of
+    its own, else its input's RMS times ``||W||_F / sqrt(rows)`` (plus the bias), with the input's
+    statistics read off the module that produced it."""
+    record = capture.records.get(module)
+    if record is None:
+        return None
+    v = record.values
+    if weight.rows is None and weight.module is record.module and "std" in v:
+        return math.sqrt(v["mean"] ** 2 + v["std"] ** 2)
+    producer = capture.records.get(record.inputs[0]) if record.inputs else None
+    if producer is None or "std" not in producer.values:
+        return None
+    x_rms = math.hypot(producer.values["mean"], producer.values["std"])
+    with torch.no_grad():
+        w = weight.tensor.detach().double()
+        rows = w.shape[1] if weight.transposed else w.shape[0]
+        square = x_rms**2 * float(w.pow(2).sum()) / rows
+        bias = _bias_slice(weight)
+        if bias is not None:
+            square += float(bias.double().pow(2).sum()) / rows
+    return math.sqrt(square)
+
+
+def _bias_slice(weight: adapters.Weight) -> torch.Tensor | None:
+    name = "in_proj_bias" if weight.parameter == "in_proj_weight" else "bias"
+    bias = getattr(weight.module, name, None)
+    if not isinstance(bias, torch.Tensor):
+        return None
+    return bias.detach() if weight.rows is None else bias.detach()[weight.rows[0] : weight.rows[1]]
+
+
+def _attention(model: nn.Module, capture: Capture) -> list[tuple[str, float, list[str]]]:
+    """(attention layer, estimated std of its logits, its q/k projection modules) for each
+    attention layer found."""
+    out = []
+    for layer in adapters.attention_layers(model):
+        q = _projection_rms(capture, layer.q_module, layer.q)
+        k = _projection_rms(capture, layer.k_module, layer.k)
+        if q is not None and k is not None:
+            out.append((layer.name, q * k, list(dict.fromkeys([layer.q_module, layer.k_module]))))
+    return out
+
+
+def _time(capture: Capture) -> list[TimeStats]:
+    return [TimeStats(r.name, type(r.module).__name__, r.time_values) for r in capture.records.values() if len(r.time_values) > 1]
 
 
 def diagnose(
@@ -93,35 +143,39 @@ def diagnose(
 ) -> Report:
     """Run one instrumented forward and backward pass and return the doctor's :class:`Report`.
 
-    ``inputs`` is a tensor, a tuple of tensors (positional arguments of ``forward``), a
-    ``[inputs, targets]`` batch from a DataLoader, or a DataLoader (its first batch). The loss is
-    ``loss_fn(output, targets)`` if given; otherwise cross-entropy for integer class targets, MSE
-    for float targets, and :func:`surrogate_loss` without targets.
+    ``inputs`` is a tensor, a tuple of tensors (positional arguments of ``forward``), a dict of
+    keyword arguments (``input_ids``, ``attention_mask``, ``pixel_values``, ...; integer token ids
+    are fine), an ``[inputs, targets]`` batch from a DataLoader, or a DataLoader (its first
+    batch). The loss is ``loss_fn(output, targets)`` if given; else the model's own ``loss`` when
+    it computed one (``labels`` in a dict batch, a ``transformers`` ``ModelOutput``); else
+    cross-entropy for integer class targets, MSE for float targets, and :func:`surrogate_loss`
+    without targets, on the output tensor (``logits`` of a dict output, or its first tensor).
 
     The model is left exactly as it was: parameters, ``.grad``, train/eval mode, buffers (BatchNorm
     running statistics), the RNG state; and no hook stays behind, even when the forward raises.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    args, targets = _split_batch(inputs, targets)
-    if targets is not None and not isinstance(targets, torch.Tensor):
-        raise ValueError(f"targets must be a tensor, got {type(targets).__name__}")
-    batch_size = int(args[0].shape[0]) if args[0].dim() else 1
-    input_finite = all(bool(torch.isfinite(a).all()) for a in args if a.is_floating_point())
-    mean_rms, log_std_rms = _input_standardization(args[0])
+    batch = Batch.of(inputs, targets)
+    targets = batch.targets
+    batch_size = batch.size
+    input_finite = all(bool(torch.isfinite(a).all()) for a in batch.tensors if a.is_floating_point())
+    mean_rms, log_std_rms = _input_standardization(batch.first)
+    blocks = graph.block_groups(model)
 
-    with preserved(model), Capture(model) as capture, torch.enable_grad():
+    with preserved(model), Capture(model, blocks=blocks, time=True) as capture, torch.enable_grad():
         try:
-            output = model(*args)
+            output = batch(model)
         except Exception as exc:
-            shapes = ", ".join(str(tuple(a.shape)) for a in args)
-            raise ValueError(f"the model's forward pass failed on inputs of shape {shapes}: {type(exc).__name__}: {exc}") from exc
-        out = output if isinstance(output, torch.Tensor) else next(
-            (o for o in (output.values() if isinstance(output, dict) else output) if isinstance(o, torch.Tensor)), None
-        ) if isinstance(output, (tuple, list, dict)) else None  # fmt: skip
-        if out is None:
-            raise ValueError(f"the model returned {type(output).__name__}; the doctor needs a tensor output")
-        loss = loss_fn(out, targets) if loss_fn is not None else default_loss(out, targets)
+            raise ValueError(f"the model's forward pass failed on inputs of shape {batch.describe()}: {type(exc).__name__}: {exc}") from exc
+        own = model_loss(output) if loss_fn is None and targets is None else None
+        if own is not None:
+            loss = own
+        else:
+            out = output_tensor(output)
+            if out is None:
+                raise ValueError(f"the model returned {type(output).__name__}; the doctor needs a tensor output")
+            loss = loss_fn(out, targets) if loss_fn is not None else default_loss(out, targets)
         if loss.requires_grad:
             loss.backward()
         capture.collect()
@@ -129,10 +183,15 @@ def diagnose(
         links, _ = find_consumers(model, order=capture.order)
         records = [r for r in capture.records.values() if r.role in ("weight", "activation")
                    or not math.isfinite(r.values.get("grad_norm", 0.0)) or not math.isfinite(r.values.get("std", 0.0))]  # fmt: skip
-        layers = [layer_stats(r, links, r.numel) for r in records]
+        layers = [row for r in records for row in layer_stats(r, links, r.numel)]
         skips = skip_connections(model)
         if skips is None:  # untraceable: a module output consumed twice is a branch
             skips = [n for n in capture.records if capture.consumers(n) > 1]
+        stream, time = _blocks(capture), _time(capture)
+        out = output_tensor(output)
+        integer = targets if targets is not None else batch.kwargs.get("labels") if own is not None else None
+        classes = int(out.shape[-1]) if (isinstance(integer, torch.Tensor) and not integer.is_floating_point()
+                                         and out is not None and out.dim() >= 2 and loss_fn is None) else None  # fmt: skip
         evidence = rules.Evidence(
             layers=layers,
             weight_var={s.name: s.weight_std**2 for s in layers if s.weight_std is not None},
@@ -147,12 +206,19 @@ def diagnose(
             input_mean_rms=mean_rms,
             input_log_std_rms=log_std_rms,
             skips=skips,
+            blocks=stream,
+            time=time,
+            block_modules=capture.residual_blocks(),
+            classes=classes,
+            attention=_attention(model, capture),
         )
         found: list[Finding] = rules.non_finite(evidence)
         if not found:
             found += rules.gradient_flow(evidence)
+            found += rules.gradient_through_time(evidence)
             found += rules.init_mismatch(evidence)
             found += rules.unit_health(evidence)
+            found += rules.attention_saturation(evidence)
             found += rules.beyond_depth_scale(evidence, list(model.named_modules()))
         found += rules.self_normalization(evidence, list(model.named_modules()))
-    return Report(layers=layers, findings=found, loss=loss_value, batch_size=batch_size)
+    return Report(layers=layers, findings=found, loss=loss_value, batch_size=batch_size, blocks=stream, time=time)

@@ -1,10 +1,19 @@
 """One instrumented forward and backward pass: per-module statistics, kept on the device.
 
 Statistics are computed as 0-d tensors inside hooks and copied to the host once, at the end, in
-one ``torch.cat(...).tolist()``: no host sync per module or per parameter. The capture owns its
+one ``torch.stack(...).tolist()``: no host sync per module or per parameter. The capture owns its
 hooks and removes them on exit, even when the forward pass raises; :func:`preserved` restores
 everything a pass could touch (grads, train/eval flags, buffers such as BatchNorm's running
 statistics, the RNG).
+
+Besides every leaf module and every weight module (:mod:`trainability.adapters`), a capture can
+watch two things that carry the signal in modern networks:
+
+- *residual blocks* (``blocks=``): the gradient reaching each block's output is the gradient on
+  the residual stream at that depth;
+- *time* (``time=True``): for recurrent modules, the gradient reaching the module's input at
+  each time step (``nn.RNN``/``LSTM``/``GRU``), or each call's output for a cell called in a
+  loop (``nn.LSTMCell`` ...).
 """
 
 from __future__ import annotations
@@ -18,8 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainability import activations
-from trainability.graph import is_activation, is_weight_layer
+from trainability import adapters, graph
 
 #: A unit is saturated where phi'(x) is under this fraction of its maximum.
 SATURATION_THRESHOLD = 0.01
@@ -29,7 +37,7 @@ WEIGHT_REFRESH = 10
 
 @dataclass
 class Record:
-    """What one leaf module did on the pass (its first call, if it ran more than once)."""
+    """What one module did on the pass (its first call, if it ran more than once)."""
 
     name: str
     module: nn.Module
@@ -40,8 +48,12 @@ class Record:
     forward: list[torch.Tensor] | None = None
     backward: list[torch.Tensor] | None = None
     units: int = 0
+    grad_units: int = 0  # batch x units of the position-summed gradient
     inputs: list[str] = field(default_factory=list)  # producers of the inputs, by module name
     values: dict[str, float] = field(default_factory=dict)
+    weights: list[adapters.Weight] = field(default_factory=list)
+    time: list[torch.Tensor] = field(default_factory=list)  # per time step: gradient norms
+    time_values: list[float] = field(default_factory=list)
 
 
 def _first_tensor(obj: Any) -> torch.Tensor | None:
@@ -49,6 +61,8 @@ def _first_tensor(obj: Any) -> torch.Tensor | None:
         return obj
     if isinstance(obj, (tuple, list)):
         return next((o for o in obj if isinstance(o, torch.Tensor)), None)
+    if isinstance(obj, dict):
+        return next((o for o in obj.values() if isinstance(o, torch.Tensor)), None)
     return None
 
 
@@ -75,8 +89,40 @@ def preserved(model: nn.Module) -> Iterator[None]:
                 b.copy_(saved)
 
 
+def _is_residual(x: torch.Tensor, y: torch.Tensor, limit: int = 5000) -> bool:
+    """Does ``y`` sum ``x`` with a branch computed from ``x``? True when the autograd graph from
+    ``y`` back to ``x`` holds an addition both of whose operands depend on ``x``."""
+    if y.grad_fn is None:
+        return False
+    try:
+        target = torch.autograd.graph.get_gradient_edge(x).node
+    except (RuntimeError, AttributeError):
+        return False
+    memo: dict[Any, bool] = {target: True}
+    stack: list[tuple[Any, bool]] = [(y.grad_fn, False)]
+    seen = 0
+    found = False
+    while stack:  # iterative post-order DFS: reaches(node) = any(reaches(child))
+        node, expanded = stack.pop()
+        if node in memo and not expanded:
+            continue
+        children = [n for n, _ in node.next_functions if n is not None]
+        if not expanded:
+            seen += 1
+            if seen > limit:
+                return False
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if c not in memo)
+            continue
+        reach = [memo.get(c, False) for c in children]
+        memo[node] = any(reach)
+        if sum(reach) >= 2 and type(node).__name__.startswith("AddBackward"):
+            found = True
+    return found
+
+
 class Capture:
-    """Hooks on every leaf module around one forward and backward pass.
+    """Hooks on every leaf module and weight module around one forward and backward pass.
 
     Use as a context manager (attach on enter, detach on exit), or keep one capture and call
     :meth:`attach`, :meth:`reset` and :meth:`detach` across steps, as the monitor does. Forward
@@ -84,34 +130,42 @@ class Capture:
     """
 
     def __init__(self, model: nn.Module, *, names: set[str] | None = None, precise: bool = True,
-                 training_only: bool = False, consumers: dict[str, Any] | None = None) -> None:  # fmt: skip
-        """``names`` limits the hooks to those leaf modules; ``precise=False`` reduces in the
+                 training_only: bool = False, consumers: dict[str, Any] | None = None,
+                 blocks: list[list[str]] | None = None, time: bool = False) -> None:  # fmt: skip
+        """``names`` limits the hooks to those modules; ``precise=False`` reduces in the
         tensors' own dtype (faster, for the monitor) instead of float64, so a float32 square
         norm overflows to inf beyond about 1e19; ``training_only`` skips modules in eval mode.
 
-        ``consumers`` (weight layer name -> the ActivationSpec fed directly, or None) hooks weight
-        layers only, half the hooks: dead and saturated units are then read off the
+        ``consumers`` (weight module name -> the ActivationSpec fed directly, or None) hooks weight
+        modules only, half the hooks: dead and saturated units are then read off the
         pre-activation (a ReLU unit is alive where its input is ever positive; a sigmoid/tanh
-        output saturates beyond ``spec.saturation_bound()``). Without ``precise``, each weight
-        layer's weight sum and norm are re-read every ``WEIGHT_REFRESH``-th collection."""
+        output saturates beyond ``spec.saturation_bound()``). Without ``precise``, each weight's
+        sum and norm are re-read every ``WEIGHT_REFRESH``-th collection.
+
+        ``blocks`` (groups of sibling module names, :func:`trainability.graph.block_groups`) are
+        watched as residual-block candidates: the gradient reaching each one's input (and the
+        last one's output) is recorded, and each group is checked once for residual structure
+        (:meth:`stream_points`). ``time`` records gradients through time for recurrent modules
+        (:attr:`Record.time`)."""
         self.model = model
         self._training_only = training_only
         self._dtype = torch.float64 if precise else None
         self._pre_activation = consumers is not None
-        self._leaves: list[tuple[str, nn.Module, str, Any]] = []
-        # fast mode: a layer's weight sum and norm are re-read every 10th recording only (a step
-        # moves weights by lr * grad, a relative change far below the statistics' precision)
+        self._leaves: list[tuple[str, nn.Module, str, Any, list[adapters.Weight]]] = []
         self._weight_every = 1 if precise else WEIGHT_REFRESH
         self._weight_cache: dict[str, tuple[int, dict[str, float]]] = {}
-        for name, module in model.named_modules():
-            if next(module.children(), None) is not None or (names is not None and name not in names):
+        for name, module, weights in graph.hooked_modules(model):
+            if names is not None and name not in names:
                 continue
-            role = "weight" if is_weight_layer(module) else "activation" if is_activation(module) else "other"
+            role = "weight" if weights else "activation" if graph.is_activation(module) else "other"
             if consumers is not None:
                 if role == "weight":
-                    self._leaves.append((name, module, role, consumers.get(name)))
+                    self._leaves.append((name, module, role, consumers.get(name), weights))
             else:
-                self._leaves.append((name, module, role, activations.get(module) if role == "activation" else None))
+                self._leaves.append((name, module, role, graph.activation_of(module) if role == "activation" else None, weights))
+        modules = dict(model.named_modules())
+        self._groups = [[(n, modules[n]) for n in group] for group in (blocks or [])]
+        self._time = time
         self._handles: list[Any] = []
         self.reset()
 
@@ -119,14 +173,28 @@ class Capture:
         """Forget the last pass's records (the hooks stay)."""
         self.records: dict[str, Record] = {}
         self.order: list[tuple[str, nn.Module]] = []
+        self.points: dict[str, dict[str, Any]] = {}  # block input/output -> its statistics
+        self.residual: dict[int, dict[str, bool]] = {}  # group -> {"pair": ..., "self": ...}
+        self._block_inputs: dict[tuple[int, int], torch.Tensor] = {}
+        self._point_of: dict[int, str] = {}
         self._producers: dict[int, str] = {}
         self._consumers: dict[str, int] = {}
         self._keep: list[torch.Tensor] = []
         self._last_weight: nn.Module | None = None
+        self._time_boxes: dict[str, list[torch.Tensor]] = {}
 
     def attach(self) -> Capture:
         if not self._handles:
-            self._handles = [leaf[1].register_forward_hook(self._hook(*leaf)) for leaf in self._leaves]
+            for leaf in self._leaves:
+                name, module, _, _, weights = leaf
+                self._handles.append(module.register_forward_hook(self._hook(*leaf)))
+                if self._time and isinstance(module, nn.RNNBase):
+                    self._handles.append(module.register_forward_pre_hook(self._time_hook(name)))
+            for g, group in enumerate(self._groups):
+                for i, (name, module) in enumerate(group):
+                    pre, post = self._block_hooks(name, g, i)
+                    self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+                    self._handles.append(module.register_forward_hook(post, with_kwargs=True))
         return self
 
     def detach(self) -> None:
@@ -149,9 +217,18 @@ class Capture:
         """How many module calls took this module's output as an input."""
         return self._consumers.get(name, 0)
 
-    def _hook(self, name: str, module: nn.Module, role: str, spec: Any):  # noqa: ANN202 - a hook factory
+    def _active(self, mod: nn.Module) -> bool:
+        return torch.is_grad_enabled() and not (self._training_only and not mod.training)
+
+    def _hook(self, name: str, module: nn.Module, role: str, spec: Any, weights: list[adapters.Weight]):  # noqa: ANN202
+        cell = isinstance(module, nn.RNNCellBase) and self._time
+
         def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            if name in self.records or not torch.is_grad_enabled() or (self._training_only and not mod.training):
+            if not self._active(mod):
+                return
+            if name in self.records:
+                if cell:  # a cell called once per time step: the gradient reaching each call's output
+                    self._time_output(self.records[name], output)
                 return
             self.order.append((name, mod))
             producers = [self._producers[id(a)] for a in args if isinstance(a, torch.Tensor) and id(a) in self._producers]
@@ -162,15 +239,138 @@ class Capture:
                 return
             if role == "weight":
                 self._last_weight = mod
-            record = Record(name, mod, role, len(self.records), out.numel(), inputs=producers)
+            record = Record(name, mod, role, len(self.records), out.numel(), inputs=producers, weights=weights)
             self._forward_stats(record, out.detach(), spec)
             self.records[name] = record
             self._producers[id(out)] = name
             self._keep.append(out)
             if out.requires_grad:
                 out.register_hook(self._grad_hook(record))
+            if cell:
+                self._time_output(record, output)
 
         return hook
+
+    def _time_output(self, record: Record, output: Any) -> None:
+        out = _first_tensor(output)
+        if out is None or not out.requires_grad:
+            return
+        slot = len(record.time)
+        record.time.append(torch.full((), math.nan, dtype=self._dtype or out.dtype, device=out.device))
+
+        def hook(grad: torch.Tensor) -> None:
+            record.time[slot] = torch.linalg.vector_norm(grad.detach(), dtype=self._dtype or grad.dtype)
+
+        out.register_hook(hook)
+
+    def _time_hook(self, name: str):  # noqa: ANN202 - a hook factory
+        """Before an RNN/LSTM/GRU runs: make its input's gradient observable and record its norm
+        per time step (the input itself is returned unchanged, or as a leaf that requires grad
+        when nothing upstream does)."""
+
+        def hook(mod: nn.RNNBase, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            if not self._active(mod) or not args or not isinstance(args[0], torch.Tensor) or name in self.records:
+                return None
+            x = args[0]
+            if not x.is_floating_point():
+                return None
+            replaced = None
+            if not x.requires_grad:
+                x = x.detach().requires_grad_(True)
+                replaced = (x, *args[1:])
+            time_dim = 1 if mod.batch_first and x.dim() == 3 else 0
+            dims = [d for d in range(x.dim()) if d != time_dim]
+            dtype = self._dtype or x.dtype
+            box: list[torch.Tensor] = []
+
+            def grad_hook(grad: torch.Tensor) -> None:
+                box.append(torch.linalg.vector_norm(grad.detach(), dim=dims, dtype=dtype))
+
+            x.register_hook(grad_hook)
+            self._time_boxes[name] = box
+            return replaced
+
+        return hook
+
+    def _block_hooks(self, name: str, group: int, index: int):  # noqa: ANN202 - a hook factory
+        """A pre-hook that records the stream entering the block (outer blocks first, so a tensor
+        that enters a stage and its first layer is the stage's), and a hook that records the
+        block's output and checks, once per group, whether the blocks are residual."""
+
+        def pre(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if not self._active(mod):
+                return
+            x = kwargs.get("hidden_states") if isinstance(kwargs.get("hidden_states"), torch.Tensor) else None
+            if x is None:
+                x = _first_tensor(args) if args else _first_tensor(kwargs)
+            if x is None or not x.is_floating_point():
+                return
+            checks = self.residual.setdefault(group, {})
+            previous = self._block_inputs.get((group, index - 1))
+            if "pair" not in checks and previous is not None and x.requires_grad:
+                checks["pair"] = _is_residual(previous, x)  # x_{i+1} = x_i + f(x_i), added by the parent
+            self._block_inputs[(group, index)] = x
+            self._point(name, x, group, index, "input")
+
+        def post(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+            x, y = self._block_inputs.get((group, index)), _first_tensor(output)
+            if not self._active(mod) or x is None or y is None or not y.is_floating_point():
+                return
+            checks = self.residual.setdefault(group, {})
+            if "self" not in checks and x.shape == y.shape and y.requires_grad:
+                checks["self"] = _is_residual(x, y)  # the block adds its own input back
+            self._point(f"{name}:output", y, group, index, "output")
+
+        return pre, post
+
+    def _point(self, name: str, t: torch.Tensor, group: int, index: int, side: str) -> None:
+        """Record a stream tensor's statistics and the gradient reaching it (once per tensor; a
+        block's output that is the next block's input is recorded as that input)."""
+        if name in self.points:
+            return
+        seen = self._point_of.get(id(t))
+        if seen is not None:
+            if side == "input" and self.points[seen]["side"] == "output":
+                entry = self.points.pop(seen)
+                entry.update(group=group, index=index, side=side)
+                self.points[name] = entry
+                self._point_of[id(t)] = name
+            return
+        dtype = self._dtype or t.dtype
+        entry: dict[str, Any] = {"group": group, "index": index, "side": side, "numel": t.numel(), "order": len(self._point_of),
+                                 "sum": t.detach().sum(dtype=dtype), "norm": torch.linalg.vector_norm(t.detach(), dtype=dtype)}  # fmt: skip
+        self.points[name] = entry
+        self._point_of[id(t)] = name
+        self._keep.append(t)
+        if t.requires_grad:
+            dims = _position_dims(t, channel_last=t.dim() <= 3)
+
+            def grad_hook(grad: torch.Tensor) -> None:
+                if "grad" not in entry:
+                    g = grad.detach()
+                    entry["grad"] = torch.linalg.vector_norm(g, dtype=dtype)
+                    summed = g.sum(dims) if dims else g
+                    entry["units"] = summed.numel()
+                    entry["unit_grad"] = torch.linalg.vector_norm(summed, dtype=dtype)
+
+            t.register_hook(grad_hook)
+
+    def residual_blocks(self) -> list[str]:
+        """The blocks of every group found residual."""
+        return [n for g, group in enumerate(self._groups) if any(self.residual.get(g, {}).values()) for n, _ in group]
+
+    def stream_points(self) -> list[tuple[str, dict[str, Any]]]:
+        """The residual stream: the input of every block in a group found residual, and the last
+        block's output where the block adds its own input back, in execution order, each tensor
+        once. Empty when no group of blocks is residual."""
+        residual = {g for g, checks in self.residual.items() if any(checks.values())}
+        last: dict[int, int] = {}
+        for entry in self.points.values():
+            if entry["group"] in residual:
+                last[entry["group"]] = max(last.get(entry["group"], -1), entry["index"])
+        order = sorted(self.points.items(), key=lambda item: item[1]["order"])
+        return [(name, e) for name, e in order if e["group"] in residual and (
+            e["side"] == "input" or (e["index"] == last[e["group"]] and self.residual[e["group"]].get("self")))]  # fmt: skip
 
     def _forward_stats(self, record: Record, x: torch.Tensor, spec: Any) -> None:
         # The sum (NaN/Inf propagate; in float64 finite values cannot overflow) and the norm;
@@ -180,7 +380,7 @@ class Capture:
         names = ["sum", "norm"]
         if spec is not None:
             if spec.can_die and x.dim() >= 2:
-                unit_dim = -1 if x.dim() == 2 or isinstance(self._last_weight, nn.Linear) else 1
+                unit_dim = -1 if x.dim() == 2 or not isinstance(self._last_weight, nn.modules.conv._ConvNd) else 1
                 units = x if x.dim() == 2 else x.movedim(unit_dim, -1).reshape(-1, x.shape[unit_dim])
                 record.units = units.shape[1]
                 stats.append((units.amax(dim=0) > 0).sum(dtype=dtype))
@@ -196,58 +396,112 @@ class Capture:
 
     def _grad_hook(self, record: Record):  # noqa: ANN202 - a hook factory
         dtype = self._dtype
+        module = record.module
+        conv = isinstance(module, nn.modules.conv._ConvNd)
+        batch_dim = 1 if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)) and not module.batch_first else 0
 
         def hook(grad: torch.Tensor) -> None:
-            if record.backward is None:  # in float64, non-finite exactly when grad is
-                record.backward = [torch.linalg.vector_norm(grad.detach(), dtype=dtype or grad.dtype)]
+            if record.backward is not None:
+                return
+            g = grad.detach()
+            record.backward = [torch.linalg.vector_norm(g, dtype=dtype or g.dtype)]  # in float64, non-finite exactly when grad is
+            dims = _position_dims(g, channel_last=not conv, batch_dim=batch_dim) if record.role == "weight" else []
+            if dims:  # the gradient each unit gets per sample, summed over the positions sharing its weights
+                summed = g.sum(dims)
+                record.grad_units = summed.numel()
+                record.backward.append(torch.linalg.vector_norm(summed, dtype=dtype or g.dtype))
 
         return hook
 
+    def _weight_scalars(self, record: Record, names: list[tuple[Any, str]], scalars: list[torch.Tensor]) -> None:
+        for w in record.weights:
+            t = w.tensor.detach()
+            dtype = self._dtype or t.dtype
+            cached = self._weight_cache.get(w.name)
+            if cached is not None and cached[0] % self._weight_every:  # fast mode: weights move slowly
+                self._weight_cache[w.name] = (cached[0] + 1, cached[1])
+                record.values.update({f"{k}:{w.name}": v for k, v in cached[1].items()})
+            else:
+                names += [((record, w.name), "weight_sum"), ((record, w.name), "weight_norm")]
+                scalars += [t.sum(dtype=dtype), torch.linalg.vector_norm(t, dtype=dtype)]
+            grad = w.parameter_tensor.grad
+            if grad is not None:
+                g = grad if w.rows is None else grad[w.rows[0] : w.rows[1]]
+                names.append(((record, w.name), "weight_grad_norm"))
+                scalars.append(torch.linalg.vector_norm(g.detach(), dtype=dtype))
+
     def collect(self) -> None:
         """Copy every recorded statistic to the host in one transfer."""
-        names: list[tuple[Record, str]] = []
+        names: list[tuple[Any, str]] = []
         scalars: list[torch.Tensor] = []
         for r in self.records.values():
             if r.forward is not None:
                 names += [(r, n) for n in r.forward_stats]
                 scalars += r.forward
             if r.backward is not None:
-                names.append((r, "grad_norm"))
+                names += [(r, "grad_norm"), (r, "unit_grad_norm")][: len(r.backward)]
                 scalars += r.backward
-            if r.role == "weight":
-                w = r.module.weight.detach()
-                dtype = self._dtype or w.dtype
-                cached = self._weight_cache.get(r.name)
-                if cached is not None and cached[0] % self._weight_every:  # fast mode: weights move slowly
-                    self._weight_cache[r.name] = (cached[0] + 1, cached[1])
-                    r.values.update(cached[1])
+            self._weight_scalars(r, names, scalars)
+        for point, entry in self.points.items():
+            for key in ("sum", "norm", "grad", "unit_grad"):
+                if isinstance(entry.get(key), torch.Tensor):
+                    names.append(((point, None), key))
+                    scalars.append(entry[key])
+        vectors: list[tuple[Record, list[torch.Tensor]]] = []
+        for name, box in self._time_boxes.items():
+            if box and name in self.records:
+                vectors.append((self.records[name], [box[0]]))
+        for r in self.records.values():
+            if len(r.time) > 1:
+                vectors.append((r, r.time))
+        if scalars:
+            if len({(t.dtype, t.device) for t in scalars}) > 1:  # mixed precision or devices
+                scalars = [t.to(device=scalars[0].device, dtype=torch.float64) for t in scalars]
+            flat = torch.stack(scalars).tolist()
+            for (owner, name), value in zip(names, flat, strict=True):
+                if isinstance(owner, Record):
+                    owner.values[name] = value
+                elif owner[1] is None:
+                    self.points[owner[0]][name] = value
                 else:
-                    names += [(r, "weight_sum"), (r, "weight_norm")]
-                    scalars += [w.sum(dtype=dtype), torch.linalg.vector_norm(w, dtype=dtype)]
-                if r.module.weight.grad is not None:
-                    names.append((r, "weight_grad_norm"))
-                    scalars.append(torch.linalg.vector_norm(r.module.weight.grad.detach(), dtype=dtype))
-        if not scalars:
-            return
-        if len({(t.dtype, t.device) for t in scalars}) > 1:  # mixed precision or devices
-            scalars = [t.to(device=scalars[0].device, dtype=torch.float64) for t in scalars]
-        flat = torch.stack(scalars).tolist()
-        for (record, name), value in zip(names, flat, strict=True):
-            record.values[name] = value
+                    owner[0].values[f"{name}:{owner[1]}"] = value
+        for record, parts in vectors:
+            record.time_values = torch.cat([p.reshape(-1).double() for p in parts]).tolist()
         if self._weight_every != 1:
-            for record, name in names:
-                if name == "weight_sum":
-                    self._weight_cache[record.name] = (1, {k: record.values[k] for k in ("weight_sum", "weight_norm")})
+            for owner, name in names:
+                if name == "weight_sum" and isinstance(owner, tuple):
+                    record, weight = owner
+                    self._weight_cache[weight] = (1, {k: record.values[f"{k}:{weight}"] for k in ("weight_sum", "weight_norm")})
         for record in self.records.values():
             v = record.values
             if "sum" in v:
                 v["mean"], v["std"] = _moments(v["sum"], v["norm"], record.numel)
             if "alive_units" in v:
                 v["dead_fraction"] = 1.0 - v["alive_units"] / max(record.units, 1)
+            if "unit_grad_norm" in v:
+                v["unit_grad_rms"] = v["unit_grad_norm"] / math.sqrt(max(record.grad_units, 1))
+            elif "grad_norm" in v:
+                v["unit_grad_rms"] = v["grad_norm"] / math.sqrt(max(record.numel, 1))
             if "saturated_count" in v:
                 v["saturated_fraction"] = v["saturated_count"] / max(record.numel, 1)
-            if "weight_sum" in v:
-                _, v["weight_std"] = _moments(v["weight_sum"], v["weight_norm"], record.module.weight.numel())
+            for w in record.weights:
+                if f"weight_sum:{w.name}" in v:
+                    _, v[f"weight_std:{w.name}"] = _moments(v[f"weight_sum:{w.name}"], v[f"weight_norm:{w.name}"], w.numel)
+        for entry in self.points.values():
+            if isinstance(entry.get("sum"), float):
+                entry["mean"], entry["std"] = _moments(entry["sum"], entry["norm"], entry["numel"])
+            if isinstance(entry.get("grad"), float):
+                entry["grad_rms"] = entry["grad"] / math.sqrt(entry["numel"])
+                entry["unit_grad_rms"] = entry["unit_grad"] / math.sqrt(entry["units"])
+
+
+def _position_dims(t: torch.Tensor, *, channel_last: bool, batch_dim: int = 0) -> list[int]:
+    """The dimensions of ``t`` that index positions sharing one set of weights (sequence steps,
+    pixels): all but the batch and the channel dimension (last for dense layers, 1 for convs)."""
+    if t.dim() <= 2:
+        return []
+    channel = t.dim() - 1 if channel_last else 1
+    return [d for d in range(t.dim()) if d not in (batch_dim, channel)]
 
 
 def _moments(total: float, norm: float, n: int) -> tuple[float, float]:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from trainability._text import format_rows
+from trainability._text import collapse, format_rows, span, value_range
 
 Severity = Literal["error", "warning"]
 Kind = Literal[
     "vanishing_gradients", "exploding_gradients", "dead_units", "saturated_units", "non_finite",
-    "init_mismatch", "self_normalization_broken", "beyond_depth_scale",
+    "init_mismatch", "self_normalization_broken", "beyond_depth_scale", "vanishing_through_time",
+    "exploding_through_time",
 ]  # fmt: skip
 
 
@@ -26,14 +27,20 @@ class LayerStats:
     positive over the batch; ``saturated_fraction`` (sigmoid, tanh, softsign) counts outputs where
     the derivative is under 1% of its maximum. ``non_finite`` names where NaN/Inf appeared:
     ``"forward"`` (the output), ``"backward"`` (the gradient at the output) or ``"weight_grad"``.
+
+    A module that applies several weights (``nn.MultiheadAttention``'s q, k, v and out_proj, an
+    LSTM's per-layer input-hidden and hidden-hidden weights) gets one row per weight, named
+    ``module.weight``; the module's output statistics sit on its first row (``None`` on the
+    others). ``module`` names the module that applies the weight; ``weight_role`` says how it
+    is used (dense, conv, embedding, attention_q/k/v/out, recurrent_input/hidden).
     """
 
     name: str
     type: str
     role: Literal["weight", "activation"]
     activation: str | None  # for weight layers: the activation consuming the output
-    mean: float
-    std: float
+    mean: float | None
+    std: float | None
     dead_fraction: float | None = None
     saturated_fraction: float | None = None
     grad_norm: float | None = None
@@ -42,6 +49,39 @@ class LayerStats:
     weight_grad_norm: float | None = None
     grad_weight_ratio: float | None = None
     non_finite: str | None = None
+    module: str | None = None
+    weight_role: str | None = None
+    unit_grad_rms: float | None = None  # per sample and unit, summed over positions sharing the weights
+
+
+@dataclass(frozen=True)
+class BlockStats:
+    """The residual stream entering a block (``name``), or leaving the last one
+    (``name:output``): its statistics and the gradient reaching it, per element (``grad_rms``)
+    and per sample and channel summed over positions (``unit_grad_rms``)."""
+
+    name: str
+    type: str
+    mean: float
+    std: float
+    grad_rms: float | None
+    unit_grad_rms: float | None = None
+
+
+@dataclass(frozen=True)
+class TimeStats:
+    """The gradient reaching each time step of a recurrent module's input (an RNN/LSTM/GRU), or
+    each call's output for a cell called once per step, earliest step first."""
+
+    name: str
+    type: str
+    grad_norms: list[float]
+
+    @property
+    def ratio(self) -> float:
+        """Earliest step's gradient over the last step's."""
+        first, last = self.grad_norms[0], self.grad_norms[-1]
+        return first / last if last > 0 else math.inf if first > 0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +127,8 @@ class Report:
     findings: list[Finding]
     loss: float
     batch_size: int
+    blocks: list[BlockStats] = field(default_factory=list)
+    time: list[TimeStats] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -96,7 +138,12 @@ class Report:
         return [f for f in self.findings if f.kind == kind]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"findings": [f.to_dict() for f in self.findings], "layers": [asdict(s) for s in self.layers]}
+        out = {"findings": [f.to_dict() for f in self.findings], "layers": [asdict(s) for s in self.layers]}
+        if self.blocks:
+            out["blocks"] = [asdict(b) for b in self.blocks]
+        if self.time:
+            out["time"] = [asdict(t) for t in self.time]
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
@@ -112,14 +159,37 @@ class Report:
             lines.append(f"      fix: {f.fix}")
         return "\n".join(lines)
 
-    def table(self) -> str:
+    def table(self, *, compact: bool | None = None) -> str:
+        """The per-layer statistics as text, in execution order.
+
+        ``compact`` (the default for more than 20 layers) prints each run of alike layers as
+        one row per member of the repeating pattern (Linear, ReLU, Linear, ReLU, ... gives one
+        Linear row and one ReLU row): alike means equal in every field but the numbers and the
+        layer's and module's names (type, role, consumer, non-finite flag, ...) and named by the
+        same findings. A row gives the layer range and count and the range of
+        each number; ``report.layers`` and ``to_dict()`` keep every layer.
+        """
         header = ("layer", "type", "feeds", "mean", "std", "dead", "satur.", "grad norm", "weight std", "grad/weight", "non-finite")
+        numbers = {"mean": _number, "std": _number, "dead_fraction": "{:.0%}".format, "saturated_fraction": "{:.0%}".format,
+                   "grad_norm": _number, "weight_std": _number, "grad_weight_ratio": _number}  # fmt: skip
+        names = [f.name for f in fields(LayerStats)]
+        measured = {n for n in names if any(isinstance(getattr(s, n), float) for s in self.layers)}
+        kinds: dict[str, set[str]] = {}
+        for finding in self.findings:
+            for layer in finding.layers:
+                kinds.setdefault(layer, set()).add(finding.kind)
+
+        def key(s: LayerStats) -> tuple[Any, ...]:  # every field but the numbers and the names of the layer
+            alike = tuple(getattr(s, n) for n in names if n not in ("name", "module") and n not in measured)
+            return (*alike, frozenset(kinds.get(s.name, ())))
+
+        if compact is None:
+            compact = len(self.layers) > 20
+        groups = collapse(self.layers, key=key) if compact else [[s] for s in self.layers]
         rows = [
-            (s.name, s.type, s.activation or "-", _number(s.mean), _number(s.std),
-             "-" if s.dead_fraction is None else f"{s.dead_fraction:.0%}",
-             "-" if s.saturated_fraction is None else f"{s.saturated_fraction:.0%}",
-             _number(s.grad_norm), _number(s.weight_std), _number(s.grad_weight_ratio), s.non_finite or "")
-            for s in self.layers
+            (span([s.name for s in g]), g[0].type, g[0].activation or "-",
+             *(value_range([getattr(s, n) for s in g], fmt) for n, fmt in numbers.items()), g[0].non_finite or "")
+            for g in groups
         ]  # fmt: skip
         return format_rows(header, rows)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from trainability.doctor.report import LayerStats
+from trainability.doctor.report import BlockStats, LayerStats, TimeStats
 from trainability.graph import Link
 
 
@@ -27,6 +27,11 @@ class Evidence:
     input_mean_rms: float | None = None
     input_log_std_rms: float | None = None
     skips: list[str] = field(default_factory=list)
+    blocks: list[BlockStats] = field(default_factory=list)  # the residual stream, block by block
+    time: list[TimeStats] = field(default_factory=list)  # gradients through time, per recurrent module
+    block_modules: list[str] = field(default_factory=list)  # members of residual block groups
+    classes: int | None = None  # classes of a cross-entropy loss (integer targets), else None
+    attention: list[tuple[str, float, list[str]]] = field(default_factory=list)  # (attention, logit std, q/k modules)
 
 
 def span(names: list[str]) -> str:

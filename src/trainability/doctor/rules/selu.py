@@ -6,7 +6,6 @@ import math
 
 from torch import nn
 
-from trainability import init as inits
 from trainability.doctor.report import Finding
 from trainability.doctor.rules.evidence import Evidence, span
 
@@ -26,7 +25,7 @@ def _selu_conditions(ev: Evidence, model_modules: list[tuple[str, nn.Module]]) -
     off = []
     for link in ev.links.values():
         if link.activation is not None and link.activation.name == "selu" and link.name in ev.weight_var:
-            ratio = ev.weight_var[link.name] * inits.module_fans(link.module)[0]
+            ratio = ev.weight_var[link.name] * link.fans[0]
             tolerance = LECUN_TOLERANCE * (1 + 3 * math.sqrt(2 / link.module.weight.numel()))
             if not 1 / tolerance <= ratio <= tolerance:
                 off.append((link.name, ratio))

@@ -1,0 +1,331 @@
+"""How foreign models look to trainability: every weight the gradient flows through.
+
+A :class:`Weight` is one weight matrix, or one block of a packed one, with its fans read off its
+real layout. The module that applies it is a *weight module*: the doctor hooks it, ``initialize``
+fills its weights. Everything else asks this package, so architecture knowledge lives here only:
+
+===============================  ==========================================================
+module                           weights
+===============================  ==========================================================
+``nn.Linear``, ``nn.ConvNd``     ``weight`` ``(out, in/groups, *kernel)``
+``nn.ConvTransposeNd``           ``weight`` ``(in, out/groups, *kernel)``: fans swap
+``nn.Embedding``                 ``weight`` ``(num, dim)``: a lookup, fan_in 1 per row
+``nn.MultiheadAttention``        packed ``in_proj_weight`` ``(3E, E)`` as q, k, v (or
+                                 ``q/k/v_proj_weight``), and ``out_proj``
+``nn.RNN``/``LSTM``/``GRU``      per layer and direction ``weight_ih_l{k}`` ``(gates*H, in)``
+                                 and ``weight_hh_l{k}`` ``(gates*H, H)``; fans per gate
+``nn.RNNCell`` and friends       ``weight_ih`` and ``weight_hh``, the same
+any leaf with a 2-D ``weight``   used as ``x @ W`` (``transformers``' ``Conv1D``): stored
+                                 ``(in, out)``, fans from that layout
+===============================  ==========================================================
+
+>>> from torch import nn
+>>> [(w.name, w.fans) for w in module_weights("lstm", nn.LSTM(8, 16))]
+[('lstm.weight_ih_l0', (8, 16)), ('lstm.weight_hh_l0', (16, 16))]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from trainability import activations
+from trainability.activations import ActivationSpec
+from trainability.init import TRANSPOSED_TYPES, compute_fans
+
+Role = Literal[
+    "dense", "conv", "embedding", "attention_q", "attention_k", "attention_v", "attention_out",
+    "recurrent_input", "recurrent_hidden",
+]  # fmt: skip
+
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, *TRANSPOSED_TYPES)
+RECURRENT_TYPES = (nn.RNNBase, nn.RNNCellBase)
+#: Gates stacked along dim 0 of a recurrent weight, by mode: LSTM (input, forget, cell, output),
+#: GRU (reset, update, new).
+GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1, "LSTMCell": 4, "GRUCell": 3, "RNNCell": 1}
+
+
+@dataclass(frozen=True, eq=False)
+class Weight:
+    """One weight matrix (or a block of rows of a packed one) and how it is applied.
+
+    ``rows`` selects a block along dim 0 (q, k or v of a packed projection); ``gates`` counts
+    the gate matrices stacked along dim 0 (4 for an LSTM), each with fans ``fans``.
+    """
+
+    name: str
+    module_name: str
+    module: nn.Module
+    parameter: str
+    role: Role
+    fans: tuple[int, int]
+    rows: tuple[int, int] | None = None
+    gates: int = 1
+    transposed: bool = False  # stored (in, out) and applied as x @ W
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The weight as stored (a view for a block of a packed parameter: rows of an ``(out,
+        in)`` weight, columns of an ``(in, out)`` one)."""
+        p = getattr(self.module, self.parameter)
+        if self.rows is None:
+            return p
+        return p[:, self.rows[0] : self.rows[1]] if self.transposed else p[self.rows[0] : self.rows[1]]
+
+    @property
+    def parameter_tensor(self) -> nn.Parameter:
+        return getattr(self.module, self.parameter)
+
+    def blocks(self) -> Iterator[torch.Tensor]:
+        """The matrices an initializer fills one at a time (one per gate), as views."""
+        t = self.tensor
+        n = t.shape[0] // self.gates
+        for g in range(self.gates):
+            yield t[g * n : (g + 1) * n]
+
+    @property
+    def numel(self) -> int:
+        return self.tensor.numel()
+
+
+def _dense(name: str, module: nn.Module) -> list[Weight]:
+    return [Weight(name, name, module, "weight", "dense", compute_fans(module.weight.shape))]
+
+
+def _conv(name: str, module: nn.Module) -> list[Weight]:
+    fans = compute_fans(module.weight.shape, transposed=isinstance(module, TRANSPOSED_TYPES), groups=module.groups)
+    return [Weight(name, name, module, "weight", "conv", fans)]
+
+
+def _embedding(name: str, module: nn.Module) -> list[Weight]:
+    # A lookup: each output unit reads one row, so fan_in is 1 and fan_out the embedding size.
+    return [Weight(name, name, module, "weight", "embedding", (1, int(module.weight.shape[1])))]
+
+
+def _attention(name: str, module: nn.MultiheadAttention) -> list[Weight]:
+    e = module.embed_dim
+    out: list[Weight] = []
+    for i, (part, role) in enumerate((("q", "attention_q"), ("k", "attention_k"), ("v", "attention_v"))):
+        if module.in_proj_weight is not None:
+            out.append(Weight(f"{name}.in_proj.{part}", name, module, "in_proj_weight", role,  # type: ignore[arg-type]
+                              (e, e), rows=(i * e, (i + 1) * e)))  # fmt: skip
+        else:
+            w = getattr(module, f"{part}_proj_weight")
+            out.append(Weight(f"{name}.{part}_proj", name, module, f"{part}_proj_weight", role,  # type: ignore[arg-type]
+                              compute_fans(w.shape)))  # fmt: skip
+    out.append(Weight(f"{name}.out_proj", name, module.out_proj, "weight", "attention_out",
+                      compute_fans(module.out_proj.weight.shape)))  # fmt: skip
+    return out
+
+
+def _recurrent(name: str, module: nn.Module) -> list[Weight]:
+    gates = GATES.get(getattr(module, "mode", type(module).__name__), 1)
+    out = []
+    for param, p in module.named_parameters(recurse=False):
+        if not param.startswith(("weight_ih", "weight_hh")) or p.dim() != 2:
+            continue
+        rows = p.shape[0] // gates
+        role = "recurrent_input" if param.startswith("weight_ih") else "recurrent_hidden"
+        out.append(Weight(f"{name}.{param}", name, module, param, role, (int(p.shape[1]), int(rows)), gates=gates))  # type: ignore[arg-type]
+    return out
+
+
+def _matmul(name: str, module: nn.Module) -> list[Weight]:
+    """A leaf with a 2-D ``weight`` applied as ``x @ W`` (``transformers``' ``Conv1D``, stored
+    ``(in, out)``): the layout is read from ``nf``/``out_features`` when the module says, else
+    ``(in, out)`` as in ``Conv1D``. Square weights have equal fans either way."""
+    w = module.weight
+    out_size = getattr(module, "nf", getattr(module, "out_features", None))
+    transposed = not (out_size is not None and w.shape[0] == out_size and w.shape[1] != out_size)
+    fan_in, fan_out = (int(w.shape[0]), int(w.shape[1])) if transposed else (int(w.shape[1]), int(w.shape[0]))
+    return [Weight(name, name, module, "weight", "dense", (fan_in, fan_out), transposed=transposed)]
+
+
+def _is_matmul(module: nn.Module) -> bool:
+    w = getattr(module, "weight", None)
+    return (isinstance(w, torch.Tensor) and w.dim() == 2 and next(module.children(), None) is None
+            and not isinstance(module, NORM_LIKE))  # fmt: skip
+
+
+NORM_LIKE: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)  # fmt: skip
+
+#: (predicate, adapter), tried in order; the first that matches describes the module.
+ADAPTERS: list[tuple[Callable[[nn.Module], bool], Callable[[str, nn.Module], list[Weight]]]] = [
+    (lambda m: isinstance(m, nn.Linear), _dense),
+    (lambda m: isinstance(m, CONV_TYPES), _conv),
+    (lambda m: isinstance(m, (nn.Embedding, nn.EmbeddingBag)), _embedding),
+    (lambda m: isinstance(m, nn.MultiheadAttention), _attention),  # type: ignore[arg-type]
+    (lambda m: isinstance(m, RECURRENT_TYPES), _recurrent),
+    (_is_matmul, _matmul),
+]
+
+
+def module_weights(name: str, module: nn.Module) -> list[Weight]:
+    """The :class:`Weight` s a module applies itself (``[]`` for a module that applies none)."""
+    for matches, adapter in ADAPTERS:
+        if matches(module):
+            return adapter(name, module)
+    return []
+
+
+def weight_modules(model: nn.Module) -> list[tuple[str, nn.Module, list[Weight]]]:
+    """``(name, module, weights)`` for every module that applies weights, in registration order.
+
+    A module that applies its children's weights itself (``nn.MultiheadAttention`` uses
+    ``out_proj.weight`` without calling ``out_proj``) claims them: the children are not listed.
+    """
+    found, claimed = [], set()
+    for name, module in model.named_modules():
+        if name in claimed:
+            continue
+        weights = module_weights(name, module)
+        if not weights:
+            continue
+        found.append((name, module, weights))
+        if next(module.children(), None) is not None:
+            claimed |= {f"{name}.{child}" if name else child for child, _ in module.named_modules() if child}
+    return found
+
+
+def weights(model: nn.Module) -> list[Weight]:
+    """Every :class:`Weight` of the model, in registration order."""
+    return [w for _, _, ws in weight_modules(model) for w in ws]
+
+
+def is_weight_module(module: nn.Module) -> bool:
+    return any(matches(module) for matches, _ in ADAPTERS)
+
+
+#: Names of projections that pack q, k and v along their outputs (GPT-2's ``c_attn``, ViT/timm's
+#: ``qkv``, MosaicBERT's ``Wqkv``, GPT-NeoX's ``query_key_value``, Baichuan's ``W_pack``).
+PACKED_QKV = ("c_attn", "qkv", "wqkv", "query_key_value", "qkv_proj", "w_pack", "in_proj")
+#: Sibling names of separate query and key projections (BERT, ViT, Llama, DistilBERT, T5, ...).
+QK_PAIRS = (("query", "key"), ("q_proj", "k_proj"), ("q", "k"), ("q_lin", "k_lin"), ("wq", "wk"),
+            ("to_q", "to_k"), ("linear_q", "linear_k"), ("w_q", "w_k"))  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class Attention:
+    """Where an attention layer's query and key come from: ``q`` and ``k`` are weights (blocks of
+    one packed projection or two projections); ``q_module``/``k_module`` the modules applying
+    them, which see the attention's input."""
+
+    name: str
+    q: Weight
+    k: Weight
+    q_module: str
+    k_module: str
+
+
+def attention_layers(model: nn.Module) -> list[Attention]:
+    """The attention layers of a model whose query/key projections can be found:
+    ``nn.MultiheadAttention``, packed q/k/v projections (:data:`PACKED_QKV`, output size three
+    times the input) and sibling q/k projections (:data:`QK_PAIRS`)."""
+    found: list[Attention] = []
+    modules = dict(model.named_modules())
+    for name, module, ws in weight_modules(model):
+        if isinstance(module, nn.MultiheadAttention):
+            q, k = ws[0], ws[1]
+            found.append(Attention(name, q, k, name, name))
+            continue
+        leaf = name.rsplit(".", 1)[-1].lower()
+        if len(ws) == 1 and ws[0].role == "dense" and leaf in PACKED_QKV:
+            w = ws[0]
+            fan_in, fan_out = w.fans
+            if fan_out == 3 * fan_in:
+                e = fan_in
+                q = Weight(f"{name}.q", name, module, w.parameter, "attention_q", (e, e), rows=(0, e), transposed=w.transposed)
+                k = Weight(f"{name}.k", name, module, w.parameter, "attention_k", (e, e), rows=(e, 2 * e), transposed=w.transposed)
+                found.append(Attention(name, q, k, name, name))
+    for parent_name, parent in modules.items():
+        children = {n.lower(): (n, m) for n, m in parent.named_children()}
+        for q_name, k_name in QK_PAIRS:
+            if q_name in children and k_name in children:
+                (qn, qm), (kn, km) = children[q_name], children[k_name]
+                qw, kw = module_weights(qn, qm), module_weights(kn, km)
+                if len(qw) == 1 and len(kw) == 1 and qw[0].role == "dense" and kw[0].role == "dense":
+                    prefix = f"{parent_name}." if parent_name else ""
+                    found.append(Attention(parent_name, qw[0], kw[0], prefix + qn, prefix + kn))
+    return found
+
+
+#: Activation modules of other libraries, by lower-case class name without "activation":
+#: (registered activation, hyperparameters). ``transformers``' GELUActivation, NewGELUActivation
+#: (the tanh approximation), SiLUActivation, MishActivation, ...
+FOREIGN_ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "gelu": ("gelu", {}), "newgelu": ("gelu", {"approximate": "tanh"}), "fastgelu": ("gelu", {"approximate": "tanh"}),
+    "pytorchgelutanh": ("gelu", {"approximate": "tanh"}), "gelupytorchtanh": ("gelu", {"approximate": "tanh"}),
+    "quickgelu": ("gelu", {}), "accurategelu": ("gelu", {}), "silu": ("silu", {}), "swish": ("silu", {}),
+    "mish": ("mish", {}), "relu": ("relu", {}), "tanh": ("tanh", {}), "sigmoid": ("sigmoid", {}),
+    "leakyrelu": ("leaky_relu", {}), "elu": ("elu", {}), "selu": ("selu", {}),
+}  # fmt: skip
+
+
+def foreign_activation(module: nn.Module) -> ActivationSpec | None:
+    """The registered activation a module from another library applies (``transformers``'
+    ``GELUActivation`` is GELU), read off its class name; ``None`` when unknown."""
+    key = type(module).__name__.lower().replace("activation", "").replace("_", "")
+    found = FOREIGN_ACTIVATIONS.get(key)
+    return activations.get(found[0]) if found else None
+
+
+def foreign_hyperparameters(module: nn.Module) -> dict[str, Any]:
+    key = type(module).__name__.lower().replace("activation", "").replace("_", "")
+    return dict(FOREIGN_ACTIVATIONS.get(key, ("", {}))[1])
+
+
+def internal_activations(model: nn.Module) -> dict[str, tuple[ActivationSpec, dict[str, Any]]]:
+    """Activations that a module applies from a plain function attribute, invisible to hooks:
+    ``nn.TransformerEncoderLayer``/``DecoderLayer`` apply ``self.activation`` (``F.relu`` by
+    default) to ``linear1``'s output. Weight module name -> (activation, hyperparameters)."""
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+            spec = activations.find(module.activation)
+            if spec is not None:
+                hyper = spec.hyperparameters_of(module.activation) if isinstance(module.activation, nn.Module) else {}
+                out[f"{name}.linear1" if name else "linear1"] = (spec, hyper)
+    return out
+
+
+def example_batch(model: nn.Module, batch: int = 2) -> Any:
+    """Inputs shaped for the model: from a ``transformers`` config (token ids, or pixel values of
+    the configured image size), else from the first weight module (features for a Linear,
+    images or sequences for a conv, token ids for an embedding, sequences for a recurrent layer).
+    Raises ``ValueError`` (asking for ``data=``) when no shape can be read off the model."""
+    found = weight_modules(model)
+    if not found:
+        raise ValueError("the model has no weight layers to shape an input for")
+    _, first, weights = found[0]
+    param = weights[0].tensor
+    config = getattr(model, "config", None)
+    if isinstance(first, (nn.Embedding, nn.EmbeddingBag)):
+        length = min(16, getattr(config, "max_position_embeddings", 16) or 16)
+        return torch.randint(0, first.num_embeddings, (batch, length), device=param.device)
+    image_size, channels = getattr(config, "image_size", None), getattr(config, "num_channels", None)
+    if isinstance(image_size, int) and isinstance(channels, int):
+        return torch.randn(batch, channels, image_size, image_size, dtype=param.dtype, device=param.device)
+    if isinstance(first, nn.Linear):
+        return torch.randn(batch, first.in_features, dtype=param.dtype, device=param.device)
+    if isinstance(first, CONV_TYPES):
+        dims = first.weight.dim() - 2
+        shape = (batch, first.in_channels, *([{1: 64, 2: 32, 3: 16}[dims]] * dims))
+        return torch.randn(shape, dtype=param.dtype, device=param.device)
+    if isinstance(first, nn.RNNBase):
+        shape = (batch, 16, first.input_size) if first.batch_first else (16, batch, first.input_size)
+        return torch.randn(shape, dtype=param.dtype, device=param.device)
+    if weights[0].role == "dense":  # x @ W
+        return torch.randn(batch, weights[0].fans[0], dtype=param.dtype, device=param.device)
+    raise ValueError(f"cannot shape an example input for a model that starts with {type(first).__name__}; pass data=")
+
+
+__all__ = [
+    "ADAPTERS", "FOREIGN_ACTIVATIONS", "GATES", "PACKED_QKV", "QK_PAIRS", "Attention", "Weight", "attention_layers", "example_batch", "foreign_activation", "internal_activations",
+    "is_weight_module", "module_weights", "weight_modules", "weights",
+]  # fmt: skip

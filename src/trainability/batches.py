@@ -1,0 +1,117 @@
+"""Batches and outputs as models really take and give them.
+
+A batch's inputs are a tensor, a tuple of tensors (positional arguments of ``forward``) or a dict
+passed as keyword arguments (``input_ids``, ``attention_mask``, ``pixel_values``, ``labels``...);
+integer token ids are fine. A model's output is a tensor, a tuple or list (its first tensor), a
+dict or a ``transformers`` ``ModelOutput``: its ``loss`` is used when the model computed one
+(``labels`` in the batch), else its ``logits`` or first tensor goes to the default loss.
+
+>>> import torch
+>>> batch = Batch.of({"x": torch.zeros(4, 3)})
+>>> batch.kwargs.keys(), batch.size
+(dict_keys(['x']), 4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Batch:
+    """Positional and keyword inputs for ``model(*args, **kwargs)``, and targets if given."""
+
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    targets: Any = None
+
+    @classmethod
+    def of(cls, inputs: Any, targets: Any = None) -> Batch:
+        """Read a batch: a tensor, a tuple of tensors, a dict of keyword arguments, an
+        ``[inputs, targets]`` pair from a DataLoader, or a DataLoader (its first batch)."""
+        if isinstance(inputs, torch.utils.data.DataLoader):
+            inputs = next(iter(inputs))
+        if isinstance(inputs, list) and len(inputs) == 2 and targets is None:  # a DataLoader batch
+            inputs, targets = inputs
+        if isinstance(inputs, Batch):
+            return inputs if targets is None else cls(inputs.args, inputs.kwargs, targets)
+        if isinstance(inputs, Mapping):
+            if not inputs or not any(isinstance(v, torch.Tensor) for v in inputs.values()):
+                raise ValueError("a dict batch must hold at least one tensor (e.g. input_ids or pixel_values)")
+            return cls((), dict(inputs), targets)
+        args = inputs if isinstance(inputs, tuple) else (inputs,)
+        if not args or not all(isinstance(a, torch.Tensor) for a in args):
+            raise ValueError(
+                f"inputs must be a tensor, a tuple of tensors, a dict of keyword tensors or a DataLoader batch, "
+                f"got {type(inputs).__name__}"
+            )
+        if targets is not None and not isinstance(targets, torch.Tensor):
+            raise ValueError(f"targets must be a tensor, got {type(targets).__name__}")
+        return cls(args, {}, targets)
+
+    @property
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (*self.args, *self.kwargs.values()) if isinstance(t, torch.Tensor)]
+
+    @property
+    def first(self) -> torch.Tensor:
+        """The main input: the first positional tensor, else ``input_ids``/``pixel_values``/... ."""
+        return self.tensors[0]
+
+    @property
+    def size(self) -> int:
+        first = self.first
+        return int(first.shape[0]) if first.dim() else 1
+
+    @property
+    def labels_inside(self) -> bool:
+        """The model computes its own loss (``labels`` passed as a keyword)."""
+        return self.kwargs.get("labels") is not None
+
+    def describe(self) -> str:
+        parts = [str(tuple(a.shape)) for a in self.args if isinstance(a, torch.Tensor)]
+        parts += [f"{k}={tuple(v.shape)}" for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)]
+        return ", ".join(parts)
+
+    def to(self, device: torch.device) -> Batch:
+        move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        return Batch(tuple(move(a) for a in self.args), {k: move(v) for k, v in self.kwargs.items()},
+                     move(self.targets))  # fmt: skip
+
+    def head(self, n: int) -> Batch:
+        """The first ``n`` samples (tensors sliced along dim 0)."""
+        cut = lambda t: t[:n] if isinstance(t, torch.Tensor) and t.dim() else t  # noqa: E731
+        return Batch(tuple(cut(a) for a in self.args), {k: cut(v) for k, v in self.kwargs.items()}, cut(self.targets))
+
+    def __call__(self, model: nn.Module) -> Any:
+        return model(*self.args, **self.kwargs)
+
+
+def output_tensor(output: Any) -> torch.Tensor | None:
+    """The prediction in a model's output: the tensor itself, ``logits`` of a dict or
+    ``ModelOutput``, else its first tensor (skipping a ``loss``)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        if isinstance(output.get("logits"), torch.Tensor):
+            return output["logits"]
+        return next((v for k, v in output.items() if k != "loss" and isinstance(v, torch.Tensor)), None)
+    if isinstance(output, (tuple, list)):
+        return next((o for o in output if isinstance(o, torch.Tensor)), None)
+    return None
+
+
+def model_loss(output: Any) -> torch.Tensor | None:
+    """The loss a model computed itself (``output.loss``), or ``None``."""
+    if isinstance(output, Mapping):
+        loss = output.get("loss")
+        return loss if isinstance(loss, torch.Tensor) and loss.dim() == 0 else None
+    return None
+
+
+__all__ = ["Batch", "model_loss", "output_tensor"]
