@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 
 from trainability import init as inits
-from trainability._text import format_rows
+from trainability._text import collapse, format_rows, span, value_range
 from trainability.graph import NORM_TYPES, Link, Method, evaluating, find_consumers, weight_layers
 from trainability.table import recommended_init
 
@@ -60,14 +60,43 @@ class InitPlan:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "layers": [asdict(e) for e in self.entries]}
 
+    def to_dataframe(self) -> Any:
+        """Every weight layer as a row of a pandas DataFrame, one column per :class:`PlanEntry`
+        field (never collapsed, unlike the printed table)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ValueError("InitPlan.to_dataframe needs pandas: pip install 'trainability[monitor]' (or use plan.to_dict())") from exc
+        return pd.DataFrame([asdict(e) for e in self.entries], columns=[f.name for f in fields(PlanEntry)])
+
+    def table(self, *, compact: bool = True) -> str:
+        """The plan as text. ``compact`` prints consecutive layers that agree on every field but
+        the name and the measured numbers (type, activation, initializer, fans, ...) as one row:
+        the layer range and count, and the range of each number (the weight std)."""
+        names = [f.name for f in fields(PlanEntry)]
+        measured = {n for n in names if any(isinstance(getattr(e, n), float) for e in self.entries)}
+        alike = [n for n in names if n != "layer" and n not in measured]
+        if compact:
+            groups = collapse(self.entries, key=lambda e: tuple(getattr(e, n) for n in alike), max_period=1)
+        else:
+            groups = [[e] for e in self.entries]
+        rows = []
+        for group in groups:
+            row = []
+            for n in names:
+                if n == "layer":
+                    row.append(span([e.layer for e in group]))
+                elif n in measured:
+                    row.append(value_range([getattr(e, n) for e in group], "{:.4g}".format))
+                else:
+                    value = getattr(group[0], n)
+                    row.append("-" if value is None else str(value))
+            rows.append(row)
+        return format_rows([n.replace("_", " ") for n in names], rows)
+
     def __str__(self) -> str:
-        header = ("layer", "type", "activation", "initializer", "fan_in", "fan_out", "weight std")
-        rows = [
-            (e.layer, e.type, e.activation or "-", e.initializer, str(e.fan_in), str(e.fan_out), f"{e.weight_std:.4g}")
-            for e in self.entries
-        ]
         title = f"InitPlan: {len(self.entries)} weight layers, activations found by {self.method}"
-        return f"{title}\n{format_rows(header, rows)}"
+        return f"{title}\n{self.table()}"
 
 
 def _choose(link: Link, init: Any) -> tuple[Any, str]:
