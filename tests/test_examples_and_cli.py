@@ -32,18 +32,3 @@ def test_table_json(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["initialization"] for r in rows] == ["Glorot", "He", "LeCun"]
     assert rows[2]["activations"] == ["selu"] and rows[2]["variance"] == "1 / fan_in"
-
-
-def test_demo_shows_the_problem_and_the_fix(capsys):
-    assert main(["demo", "--depth", "30", "--epochs", "1"]) == 0
-    out = capsys.readouterr().out
-    sick, fixed = out.split("after trainability.initialize(model)")
-    assert "vanishing_gradients" in sick and "init_mismatch" in sick
-    assert "HEALTHY" in fixed and "he_normal" in fixed
-    accuracies = [float(line.split()[-1]) for line in out.splitlines() if "validation accuracy" in line]
-    assert len(accuracies) == 2 and accuracies[1] > accuracies[0]
-
-
-def test_demo_bad_arguments(capsys):
-    assert main(["demo", "--depth", "1"]) == 2
-    assert "--depth must be >= 2" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from trainability.cli import demo, doctor, table, theory
@@ -25,13 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Only the command's own words reach the terminal: Python warnings raised
+    by the libraries underneath (numpy, torch, scikit-learn, ...) are silenced while it runs,
+    unless the user asked for them with ``python -W`` or ``PYTHONWARNINGS``."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.run(args))
-    except (UsageError, ValueError, FileNotFoundError) as exc:
-        print(f"trainability {args.command}: error: {exc}".replace("\n", " "), file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        if not sys.warnoptions:
+            warnings.simplefilter("ignore")
+        try:
+            return int(args.run(args))
+        except (UsageError, ValueError, FileNotFoundError) as exc:
+            print(f"trainability {args.command}: error: {exc}".replace("\n", " "), file=sys.stderr)
+            return 2
 
 
 __all__ = ["UsageError", "build_parser", "main"]
