@@ -6,6 +6,7 @@ apply the textbook's fixes. The public API is what this module re-exports.
 
 from trainability import activations, datasets, init
 from trainability.batchnorm import fold_batchnorm
+from trainability.doctor import Finding, Report, diagnose
 from trainability.initialization import InitPlan, PlanEntry, initialize
 from trainability.models import mlp
 from trainability.monitor import Monitor
@@ -15,14 +16,26 @@ from trainability.training import History, fit
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str):  # noqa: ANN202 - PEP 562: compare loads its parts on first use
+    if name == "compare":
+        from trainability.experiments import compare
+
+        return compare
+    raise AttributeError(f"module 'trainability' has no attribute {name!r}")
+
+
 __all__ = [
+    "Finding",
     "History",
     "InitPlan",
     "Monitor",
     "PlanEntry",
+    "Report",
     "__version__",
     "activations",
+    "compare",
     "datasets",
+    "diagnose",
     "fit",
     "fold_batchnorm",
     "init",

@@ -52,6 +52,18 @@ _TRANSPARENT_METHODS = frozenset(
 )
 
 
+#: Class-name endings of normalization layers from other libraries (LlamaRMSNorm, T5LayerNorm, ...).
+_NORM_NAMES = ("LayerNorm", "RMSNorm", "GroupNorm", "BatchNorm", "InstanceNorm")
+
+
+def is_norm(module: nn.Module) -> bool:
+    """A normalization layer: torch's (BatchNorm, LayerNorm, GroupNorm, RMSNorm) or another
+    library's, recognized by its class name (``LlamaRMSNorm``, ``T5LayerNorm``)."""
+    return isinstance(module, NORM_TYPES) or (
+        type(module).__name__.endswith(_NORM_NAMES) and not adapters.is_weight_module(module)
+    )
+
+
 def is_weight_layer(module: nn.Module) -> bool:
     """Does the module apply weights itself (:mod:`trainability.adapters`)?"""
     return adapters.is_weight_module(module)
@@ -152,7 +164,7 @@ def _walk(leaves: list[tuple[str, nn.Module]]) -> dict[str, Link]:
             if spec is not None:
                 link.activation, link.hyperparameters = spec, hyper
                 break
-            if isinstance(nxt, NORM_TYPES):
+            if is_norm(nxt):
                 link.normalized = True
             elif not isinstance(nxt, TRANSPARENT_TYPES):
                 break
@@ -207,9 +219,9 @@ def _fx_links(model: nn.Module) -> dict[str, Link]:
                 sub = modules[user.target]
                 if is_activation(sub):
                     spec, link.hyperparameters = activation_and_hyperparameters(sub)
-                elif isinstance(sub, TRANSPARENT_TYPES):
+                elif isinstance(sub, TRANSPARENT_TYPES) or is_norm(sub):
                     passes = True
-                    link.normalized |= isinstance(sub, NORM_TYPES)
+                    link.normalized |= is_norm(sub)
             elif user.op == "call_function":
                 spec = activations.find(user.target)
                 if spec is not None:
@@ -317,6 +329,114 @@ def skip_connections(model: nn.Module) -> list[str] | None:
                 if label not in found:
                     found.append(label)
     return found
+
+
+def is_residual(x: torch.Tensor, y: torch.Tensor, limit: int = 5000) -> bool:
+    """Does ``y`` sum ``x`` with a branch computed from ``x``? True when the autograd graph from
+    ``y`` back to ``x`` holds an addition both of whose operands depend on ``x`` (a residual
+    connection, whoever adds it: the block itself or its parent)."""
+    if y.grad_fn is None:
+        return False
+    try:
+        target = torch.autograd.graph.get_gradient_edge(x).node
+    except (RuntimeError, AttributeError):
+        return False
+    memo: dict[Any, bool] = {target: True}
+    stack: list[tuple[Any, bool]] = [(y.grad_fn, False)]
+    seen, found = 0, False
+    while stack:  # iterative post-order DFS: reaches(node) = any(reaches(child))
+        node, expanded = stack.pop()
+        if node in memo and not expanded:
+            continue
+        children = [n for n, _ in node.next_functions if n is not None]
+        if not expanded:
+            seen += 1
+            if seen > limit:
+                return False
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if c not in memo)
+            continue
+        reach = [memo.get(c, False) for c in children]
+        memo[node] = any(reach)
+        if sum(reach) >= 2 and type(node).__name__.startswith("AddBackward"):
+            found = True
+    return found
+
+
+@dataclass
+class Block:
+    """A residual block and the weight modules and normalizations it ran, in order."""
+
+    name: str
+    order: list[tuple[str, nn.Module]] = field(default_factory=list)
+
+
+def residual_blocks(model: nn.Module, example: Any = None) -> tuple[list[Block], bool]:
+    """The residual blocks of a model, innermost, in execution order, and whether a probe pass
+    confirmed them. Candidates are :func:`block_groups`; a group is residual when the stream
+    between two of its blocks, or through one of them, sums its input with a branch
+    (:func:`is_residual`), found on one forward pass with autograd (in eval mode, on
+    ``example`` or a batch shaped for the model). Without a pass (no example can be shaped), every
+    group counts as residual."""
+    groups = block_groups(model)
+    if not groups:
+        return [], True
+    modules = dict(model.named_modules())
+    residual: set[int] = set()
+    order: list[tuple[str, nn.Module]] = []
+    inputs: dict[tuple[int, int], torch.Tensor] = {}
+    handles = []
+
+    def pre(g: int, i: int):  # noqa: ANN202
+        def hook(mod: nn.Module, args: tuple, kwargs: dict) -> None:
+            x = kwargs.get("hidden_states") if isinstance(kwargs.get("hidden_states"), torch.Tensor) else None
+            x = x if x is not None else next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+            if x is None or not x.is_floating_point():
+                return
+            prev = inputs.get((g, i - 1))
+            if prev is not None and g not in residual and x.requires_grad and is_residual(prev, x):
+                residual.add(g)
+            inputs[(g, i)] = x
+
+        return hook
+
+    def post(g: int, i: int):  # noqa: ANN202
+        def hook(mod: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            x = inputs.get((g, i))
+            y = output if isinstance(output, torch.Tensor) else next((o for o in output if isinstance(o, torch.Tensor)), None) \
+                if isinstance(output, (tuple, list)) else None  # fmt: skip
+            if x is not None and y is not None and g not in residual and x.shape == y.shape and is_residual(x, y):
+                residual.add(g)
+
+        return hook
+
+    for g, group in enumerate(groups):
+        for i, name in enumerate(group):
+            handles.append(modules[name].register_forward_pre_hook(pre(g, i), with_kwargs=True))
+            handles.append(modules[name].register_forward_hook(post(g, i), with_kwargs=True))
+    for name, module, _ in hooked_modules(model):
+        if is_weight_layer(module) or is_norm(module):
+            handles.append(module.register_forward_hook(lambda m, a, o, name=name: order.append((name, m))))
+    probed = True
+    try:
+        batch = Batch.of(example if example is not None else example_input(model))
+        with evaluating(model), torch.enable_grad():
+            batch(model)
+    except Exception:  # noqa: BLE001 - no pass: every candidate group counts as residual
+        probed = False
+        residual = set(range(len(groups)))
+    finally:
+        for h in handles:
+            h.remove()
+    names = [n for g in sorted(residual) for n in groups[g]]
+    inner = [n for n in names if not any(o.startswith(n + ".") for o in names)]
+    blocks = []
+    for name in inner:
+        ran = [(n, m) for n, m in order if n.startswith(name + ".")]
+        if not probed:
+            ran = [(n, m) for n, m in modules[name].named_modules(prefix=name) if is_weight_layer(m) or is_norm(m)]
+        blocks.append(Block(name, ran))
+    return blocks, probed
 
 
 @contextlib.contextmanager

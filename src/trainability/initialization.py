@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainability import adapters, schemes
 from trainability import init as inits
 from trainability._text import collapse, format_rows, span, value_range
-from trainability.graph import NORM_TYPES, Link, Method, evaluating, find_consumers, weight_layers
-from trainability.table import recommended_init
+from trainability.batches import Batch
+from trainability.graph import Method, evaluating, find_consumers, is_norm, residual_blocks
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class PlanEntry:
     fan_in: int
     fan_out: int
     weight_std: float
+    scheme: str = "textbook"  # which family's scheme chose it (trainability.schemes)
 
 
 @dataclass(frozen=True)
@@ -99,46 +101,71 @@ class InitPlan:
         return f"{title}\n{self.table()}"
 
 
-def _choose(link: Link, init: Any) -> tuple[Any, str]:
-    """The initializer for one layer and its display name."""
-    if isinstance(init, Mapping):
-        init = init.get(link.name, "auto")
-    if isinstance(init, str) and init == "auto":
-        name = recommended_init(link.activation)
-        return inits.get(name), name
+def _explicit(init: Any) -> tuple[Any, str]:
+    """An initializer the caller named, and its display name."""
     initializer = inits.get(init)
     return initializer, inits.name_of(initializer)
 
 
-def _reset_norms(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, NORM_TYPES) and getattr(module, "weight", None) is not None:
-            nn.init.ones_(module.weight)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
+def _fill(weight: adapters.Weight, initializer: Any, factor: float = 1.0) -> None:
+    """Draw ``weight`` with ``initializer``, one gate block at a time, with the weight's fans."""
+    with torch.no_grad():
+        for block in weight.blocks():
+            if isinstance(initializer, inits.Initializer):
+                initializer(block, fans=weight.fans)
+            else:
+                initializer(block)
+            if factor != 1.0:
+                block.mul_(factor)
 
 
-def _lsuv(
-    model: nn.Module, layers: list[tuple[str, nn.Module]], data: Any, tol: float, max_iter: int
-) -> None:
+def _zero_biases(module: nn.Module) -> None:
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name == "bias" or name.endswith((".bias", "in_proj_bias")) or name.startswith("bias_"):
+                p.zero_()
+
+
+def _forget_gate_bias(module: nn.Module, value: float = 1.0) -> None:
+    """Set the LSTM forget-gate bias (PyTorch's gates: input, forget, cell, output) in ``bias_ih``;
+    ``bias_hh``'s stays 0, so their sum is ``value``."""
+    if not isinstance(module, (nn.LSTM, nn.LSTMCell)):
+        return
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.startswith("bias_ih"):
+                hidden = p.shape[0] // 4
+                p[hidden : 2 * hidden] = value
+
+
+def _reset_norms(model: nn.Module, zero: list[str]) -> None:
+    for name, module in model.named_modules():
+        if is_norm(module) and isinstance(getattr(module, "weight", None), torch.Tensor):
+            with torch.no_grad():
+                module.weight.fill_(0.0 if name in zero else 1.0)
+                if isinstance(getattr(module, "bias", None), torch.Tensor):
+                    module.bias.zero_()
+
+
+def _lsuv(model: nn.Module, weights: list[adapters.Weight], batch: Batch, tol: float, max_iter: int) -> None:
     """Layer-sequential unit variance (Mishkin & Matas 2016): orthonormal weights, then scale each
     layer, first to last, until the variance of its output on ``data`` is within ``tol`` of 1."""
     with evaluating(model):
-        for _, module in layers:
-            inits.apply(inits.Orthogonal(), module)
+        for w in weights:
+            _fill(w, inits.Orthogonal())
         captured: list[torch.Tensor] = []
-        for _, module in layers:
-            handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
+        for w in weights:
+            handle = w.module.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
             try:
                 for _ in range(max_iter):
                     captured.clear()
                     with torch.no_grad():
-                        model(*data) if isinstance(data, tuple) else model(data)
+                        batch(model)
                     var = float(captured[0].var())
                     if not math.isfinite(var) or var == 0.0 or abs(var - 1.0) < tol:
                         break
                     with torch.no_grad():
-                        module.weight.div_(var**0.5)
+                        w.tensor.div_(var**0.5)
             finally:
                 handle.remove()
 
@@ -152,27 +179,37 @@ def initialize(
     max_iter: int = 10,
     seed: int | None = None,
 ) -> InitPlan:
-    """Initialize every weight layer for the activation that consumes its output.
+    """Initialize every weight of the model for the architecture and the activation that follows.
 
-    ``init="auto"`` applies the textbook's pairing (Glorot before none/tanh/sigmoid/softmax,
-    He before the ReLU family, LeCun before SELU; :func:`trainability.recommended_init`); a layer
-    that feeds no activation (an output layer) gets Glorot uniform. ``init`` may also be one
-    initializer (name, object or callable) for every weight layer, or a dict from layer name to
-    initializer (layers it leaves out get ``"auto"``). ``init="lsuv"`` needs ``data=`` (a batch)
-    and runs LSUV: orthonormal weights, then each layer rescaled until its output variance on
-    the batch is within ``tol`` of 1, at most ``max_iter`` times.
+    ``init="auto"`` picks a documented scheme per architecture family
+    (:mod:`trainability.schemes`): the textbook's pairing for plain stacks (Glorot before
+    none/tanh/sigmoid/softmax, He before the ReLU family, LeCun before SELU;
+    :func:`trainability.recommended_init`); for residual networks with LayerNorm the transformer
+    init N(0, 0.02) with GPT-2's 1/sqrt(branches) on pre-norm branch outputs; for residual
+    networks with BatchNorm the table plus zero-gamma; for residual networks without
+    normalization Fixup; for recurrent layers orthogonal hidden-hidden weights and an LSTM
+    forget-gate bias of 1. Residual blocks are found on one forward pass (on ``data`` if given,
+    else on a batch shaped for the model). The plan names the scheme per weight.
 
-    Biases become 0 and normalization layers weight 1, bias 0. ``seed`` makes the draw
-    repeatable without touching the global RNG.
+    ``init`` may also be one initializer (name, object or callable) for every weight, or a dict
+    from module or weight name to initializer (others get ``"auto"``). ``init="lsuv"`` needs
+    ``data=`` and runs LSUV on the Linear/Conv layers: orthonormal weights, then each layer
+    rescaled until its output variance on the batch is within ``tol`` of 1, at most ``max_iter``
+    times (other weights get ``"auto"``). ``data`` is a batch as :func:`trainability.diagnose`
+    takes it: a tensor, a tuple, or a dict of keyword arguments.
+
+    Biases become 0 (but the LSTM forget gate's, under ``auto``) and normalization layers
+    weight 1, bias 0. ``seed`` makes the draw repeatable without touching the global RNG.
     """
-    layers = weight_layers(model)
-    if not layers:
+    found = adapters.weight_modules(model)
+    if not found:
         raise ValueError(
-            f"{type(model).__name__} has no weight layers to initialize (Linear, Conv1d/2d/3d, "
-            "ConvTranspose1d/2d/3d)"
+            f"{type(model).__name__} has no weight layers to initialize (Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d, Embedding, "
+            "MultiheadAttention, RNN/LSTM/GRU, x @ W layers)"
         )
+    all_weights = [w for _, _, ws in found for w in ws]
     if isinstance(init, Mapping):
-        known = {n for n, _ in layers}
+        known = {n for n, _, _ in found} | {w.name for w in all_weights}
         unknown = sorted(set(init) - known)
         if unknown:
             raise ValueError(
@@ -184,37 +221,52 @@ def initialize(
         raise ValueError("init='lsuv' needs data=: a batch of inputs to measure each layer's output variance on")
     if lsuv and not (tol > 0 and max_iter >= 1):
         raise ValueError(f"LSUV needs tol > 0 and max_iter >= 1, got tol={tol!r}, max_iter={max_iter!r}")
-    links, method = find_consumers(model, data)
+    explicit = None if isinstance(init, Mapping) or (isinstance(init, str) and init.lower() in ("auto", "lsuv")) else _explicit(init)
+    batch = Batch.of(data) if data is not None else None
+    links, method = find_consumers(model, batch)
+    blocks, _ = residual_blocks(model, batch)
+    structure = schemes.analyse(blocks)
 
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        names: dict[str, str] = {}
-        for name, module in layers:
-            if lsuv:
-                names[name] = "lsuv"
-            else:
-                initializer, names[name] = _choose(links[name], init)
-                inits.apply(initializer, module)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        _reset_norms(model)
+        chosen: dict[str, tuple[str, str]] = {}
+        lsuv_weights = []
+        for name, module, weights in found:
+            for w in weights:
+                given = init.get(w.name, init.get(name, "auto")) if isinstance(init, Mapping) else None
+                if explicit is not None or (given is not None and given != "auto"):
+                    initializer, display = explicit if explicit is not None else _explicit(given)
+                    _fill(w, initializer)
+                    chosen[w.name] = (display, "given")
+                    continue
+                choice = schemes.choose(w, links.get(name), structure)
+                _fill(w, choice.initializer, choice.factor)
+                chosen[w.name] = (choice.name, choice.scheme)
+                if lsuv and len(weights) == 1 and w.role in ("dense", "conv"):
+                    lsuv_weights.append(w)
+                    chosen[w.name] = ("lsuv", "lsuv")
+            _zero_biases(module)
+            if explicit is None:
+                _forget_gate_bias(module)
+        zero = structure.zero_gamma if explicit is None else []
+        _reset_norms(model, zero)
         if lsuv:
-            _lsuv(model, layers, data, tol, max_iter)
+            _lsuv(model, lsuv_weights, batch, tol, max_iter)  # type: ignore[arg-type]
 
     entries = []
-    for name, module in layers:
-        fan_in, fan_out = inits.module_fans(module)
-        act = links[name].activation
-        entries.append(
-            PlanEntry(
-                layer=name,
-                type=type(module).__name__,
-                activation=act.name if act else None,
-                initializer=names[name],
-                fan_in=fan_in,
-                fan_out=fan_out,
-                weight_std=float(module.weight.detach().std()),
-            )
-        )
+    for name, module, weights in found:
+        act = links[name].activation if name in links and len(weights) == 1 else None
+        for w in weights:
+            display, scheme = chosen[w.name]
+            if isinstance(module, (nn.LSTM, nn.LSTMCell)) and w.role == "recurrent_input" and explicit is None:
+                scheme = "recurrent, forget bias 1"
+            entries.append(PlanEntry(
+                layer=w.name, type=type(module).__name__, activation=act.name if act else None, initializer=display,
+                fan_in=w.fans[0], fan_out=w.fans[1], weight_std=float(w.tensor.detach().float().std()), scheme=scheme,
+            ))  # fmt: skip
+    modules = dict(model.named_modules())
+    for name in zero:
+        entries.append(PlanEntry(layer=name, type=type(modules[name]).__name__, activation=None, initializer="zeros",
+                                 fan_in=0, fan_out=0, weight_std=0.0, scheme="zero_gamma"))  # fmt: skip
     return InitPlan(tuple(entries), method)

@@ -89,38 +89,6 @@ def preserved(model: nn.Module) -> Iterator[None]:
                 b.copy_(saved)
 
 
-def _is_residual(x: torch.Tensor, y: torch.Tensor, limit: int = 5000) -> bool:
-    """Does ``y`` sum ``x`` with a branch computed from ``x``? True when the autograd graph from
-    ``y`` back to ``x`` holds an addition both of whose operands depend on ``x``."""
-    if y.grad_fn is None:
-        return False
-    try:
-        target = torch.autograd.graph.get_gradient_edge(x).node
-    except (RuntimeError, AttributeError):
-        return False
-    memo: dict[Any, bool] = {target: True}
-    stack: list[tuple[Any, bool]] = [(y.grad_fn, False)]
-    seen = 0
-    found = False
-    while stack:  # iterative post-order DFS: reaches(node) = any(reaches(child))
-        node, expanded = stack.pop()
-        if node in memo and not expanded:
-            continue
-        children = [n for n, _ in node.next_functions if n is not None]
-        if not expanded:
-            seen += 1
-            if seen > limit:
-                return False
-            stack.append((node, True))
-            stack.extend((c, False) for c in children if c not in memo)
-            continue
-        reach = [memo.get(c, False) for c in children]
-        memo[node] = any(reach)
-        if sum(reach) >= 2 and type(node).__name__.startswith("AddBackward"):
-            found = True
-    return found
-
-
 class Capture:
     """Hooks on every leaf module and weight module around one forward and backward pass.
 
@@ -308,7 +276,7 @@ class Capture:
             checks = self.residual.setdefault(group, {})
             previous = self._block_inputs.get((group, index - 1))
             if "pair" not in checks and previous is not None and x.requires_grad:
-                checks["pair"] = _is_residual(previous, x)  # x_{i+1} = x_i + f(x_i), added by the parent
+                checks["pair"] = graph.is_residual(previous, x)  # x_{i+1} = x_i + f(x_i), added by the parent
             self._block_inputs[(group, index)] = x
             self._point(name, x, group, index, "input")
 
@@ -318,7 +286,7 @@ class Capture:
                 return
             checks = self.residual.setdefault(group, {})
             if "self" not in checks and x.shape == y.shape and y.requires_grad:
-                checks["self"] = _is_residual(x, y)  # the block adds its own input back
+                checks["self"] = graph.is_residual(x, y)  # the block adds its own input back
             self._point(f"{name}:output", y, group, index, "output")
 
         return pre, post

@@ -33,7 +33,7 @@ import math
 from trainability import init as inits
 from trainability.doctor.report import Finding
 from trainability.doctor.rules.evidence import Evidence, span
-from trainability.graph import NORM_TYPES, Link
+from trainability.graph import Link, is_norm
 from trainability.table import recommended_init
 
 MISMATCH_FACTOR = 1.5
@@ -63,7 +63,7 @@ def init_mismatch(ev: Evidence) -> list[Finding]:
     segments: list[list[tuple[str, float, str]]] = [[]]
     closed: list[bool] = []
     for name, module in ev.order:
-        if isinstance(module, NORM_TYPES):
+        if is_norm(module):
             closed.append(True)
             segments.append([])
         elif _governed(ev, name):
@@ -71,7 +71,7 @@ def init_mismatch(ev: Evidence) -> list[Finding]:
             if not 1 / MISMATCH_FACTOR <= ratio <= MISMATCH_FACTOR:
                 segments[-1].append((name, ratio, target))
     closed.append(False)
-    normalized_network = any(isinstance(m, NORM_TYPES) for _, m in ev.order)
+    normalized_network = any(is_norm(m) for _, m in ev.order)
     findings = []
     for segment, ends_in_norm in zip(segments, closed, strict=True):
         if not segment or ends_in_norm:
