@@ -127,7 +127,27 @@ def from_spec(spec: str, *, in_features: int | None = None, out_features: int | 
     path = Path(match["path"])
     if not path.is_file():
         raise ValueError(f"model file not found: {path}")
+    user = _user_module(path)
+    factory = getattr(user, match["fn"], None)
+    if not callable(factory):
+        raise ValueError(f"{path} has no function {match['fn']!r}")
+    try:
+        model = factory(**parse_kwargs(match["args"] or ""))
+    except TypeError as exc:
+        raise ValueError(f"calling {match['fn']}: {exc}") from exc
+    except Exception as exc:
+        raise ValueError(f"{match['fn']}() in {path} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{match['fn']} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _user_module(path: Path, *, fresh: bool = True) -> Any:
+    """Import a user's model file (afresh, or the copy already imported when ``fresh=False``); a
+    failing import is a ``ValueError`` naming the file."""
     module_name = f"_trainability_user_{abs(hash(path.resolve()))}"
+    if not fresh and module_name in sys.modules:
+        return sys.modules[module_name]
     loader = importlib.util.spec_from_file_location(module_name, path)
     if loader is None or loader.loader is None:
         raise ValueError(f"cannot import {path} as a Python module")
@@ -136,14 +156,24 @@ def from_spec(spec: str, *, in_features: int | None = None, out_features: int | 
     try:
         loader.loader.exec_module(user)
     except Exception as exc:
+        del sys.modules[module_name]
         raise ValueError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
-    factory = getattr(user, match["fn"], None)
-    if not callable(factory):
-        raise ValueError(f"{path} has no function {match['fn']!r}")
+    return user
+
+
+def spec_example_batch(spec: str) -> Any:
+    """What ``example_batch()`` in a model spec's file returns (a tensor, a tuple, a dict of
+    keyword arguments, or an ``[inputs, targets]`` pair), or ``None`` when the file defines none
+    (or the spec is a built-in)."""
+    match = re.fullmatch(r"(?P<path>.+?\.py):(?P<fn>[A-Za-z_]\w*)(?:\((?P<args>.*)\))?", spec)
+    if match is None or not Path(match["path"]).is_file():
+        return None
+    make = getattr(_user_module(Path(match["path"]), fresh=False), "example_batch", None)
+    if make is None:
+        return None
+    if not callable(make):
+        raise ValueError(f"{match['path']}: example_batch must be a function returning the model's inputs")
     try:
-        model = factory(**parse_kwargs(match["args"] or ""))
-    except TypeError as exc:
-        raise ValueError(f"calling {match['fn']}: {exc}") from exc
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"{match['fn']} returned {type(model).__name__}, not a torch.nn.Module")
-    return model
+        return make()
+    except Exception as exc:
+        raise ValueError(f"{match['path']}: example_batch() failed: {type(exc).__name__}: {exc}") from exc

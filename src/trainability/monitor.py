@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from trainability.batches import Batch, model_loss
 from trainability.doctor import diagnose, layer_stats, rules
 from trainability.doctor.capture import Capture
 from trainability.doctor.report import Finding, LayerStats
@@ -94,7 +95,7 @@ class Monitor:
         self._grad_history: dict[str, deque[float]] = {}
         self._first_dead: dict[str, float] = {}
         self._diagnosing = False
-        self._last_inputs: tuple[Any, ...] | None = None
+        self._last_inputs: Batch | None = None
         self._links: dict[str, Any] | None = None
         consumers = None
         if layers is None:  # weight layers only, dead/saturated units read off the pre-activation
@@ -104,13 +105,13 @@ class Monitor:
             except ValueError:  # no forward to trace (a LightningModule, say): every leaf module
                 pass
         self._capture = Capture(model, names=self.layers, precise=False, training_only=True, consumers=consumers)
-        self._handle = model.register_forward_pre_hook(self._arm)
+        self._handle = model.register_forward_pre_hook(self._arm, with_kwargs=True)
 
     # -- when ---------------------------------------------------------------------------------
-    def _arm(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+    def _arm(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self._diagnosing:
             return
-        self._last_inputs = args
+        self._last_inputs = Batch(args, kwargs)
         if module.training and torch.is_grad_enabled():
             self.arm()
 
@@ -120,15 +121,22 @@ class Monitor:
         if self.schedule(self.steps_done) and not self._capture.attached:
             self._capture.attach()
 
-    def step(self, loss: torch.Tensor | float | None = None, *, inputs: Any = None) -> list[Finding]:
+    def step(self, loss: Any = None, *, inputs: Any = None) -> list[Finding]:
         """Close one training step: record it if it was scheduled, check the loss, and return the
-        findings first seen at this step. ``inputs`` (the batch's inputs) lets the doctor explain a
-        NaN/Inf loss where the model's forward was not called directly."""
+        findings first seen at this step. ``loss`` is a tensor, a number, or the model's output
+        when it holds its own ``loss`` (a ``transformers`` ``ModelOutput``). ``inputs`` (the
+        batch's inputs: a tensor, tuple or dict) lets the doctor explain a NaN/Inf loss where the
+        model's forward was not called directly."""
         step, new = self.steps_done, []
+        if loss is not None and not isinstance(loss, (torch.Tensor, int, float)):
+            own = model_loss(loss)
+            if own is None:
+                raise ValueError(f"loss must be a tensor, a number or a model output holding a loss, got {type(loss).__name__}")
+            loss = own
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else loss
         if value is not None and not math.isfinite(value):
             if inputs is not None:
-                self._last_inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+                self._last_inputs = Batch.of(inputs)
             new += self._explain_non_finite(value, step)
         capture = self._capture
         if capture.records:
@@ -210,7 +218,7 @@ class Monitor:
         if self._last_inputs is not None:
             inputs, self._diagnosing = self._last_inputs, True
             try:
-                report = diagnose(self.model, inputs if len(inputs) > 1 else inputs[0])
+                report = diagnose(self.model, inputs)
                 found = [f for f in report.findings if f.kind == "non_finite" and f.layers]
             except ValueError:
                 found = []

@@ -8,12 +8,14 @@ from trainability.cli._common import UsageError
 
 
 def _doctor_batch(model_spec: str, data_name: str | None, batch_size: int):
-    """The model and one batch (inputs, targets or None) for ``doctor``."""
+    """The model and one batch (inputs, targets or None) for ``doctor``: from ``--data``, else
+    from ``example_batch()`` in the model's file, else built-in data that fits, else random."""
     import torch
 
     from trainability import datasets
+    from trainability.batches import Batch
     from trainability.graph import example_input, weight_layers
-    from trainability.models import BUILTINS, from_spec
+    from trainability.models import BUILTINS, from_spec, spec_example_batch
 
     builtin = model_spec.partition(":")[0] in BUILTINS
     if data_name is None and builtin:
@@ -25,7 +27,12 @@ def _doctor_batch(model_spec: str, data_name: str | None, batch_size: int):
         model = from_spec(model_spec)
     layers = weight_layers(model)
     if not layers:
-        raise UsageError(f"{model_spec} has no weight layers (Linear, ConvNd) to diagnose")
+        raise UsageError(f"{model_spec} has no weight layers (Linear, ConvNd, Embedding, attention, RNN) to diagnose")
+    if loaded is None and not builtin:
+        example = spec_example_batch(model_spec)
+        if example is not None:
+            batch = Batch.of(example)
+            return model, batch, batch.targets, f"example_batch() ({batch.describe()})"
     first = layers[0][1]
     if loaded is None:  # built-in data that fits the model's input size, else random inputs
         fits = {64: "digits", 40: "mnist1d"}
@@ -34,7 +41,7 @@ def _doctor_batch(model_spec: str, data_name: str | None, batch_size: int):
             loaded = datasets.load(fits[size])
         else:
             torch.manual_seed(0)
-            return model, example_input(model, batch=batch_size), None, "random standard-normal inputs"
+            return model, example_input(model, batch=batch_size), None, "random inputs shaped for the model"
     x, y = loaded.train.x[:batch_size], loaded.train.y[:batch_size]
     if isinstance(first, torch.nn.Linear):
         if first.in_features != loaded.in_features:
@@ -45,12 +52,14 @@ def _doctor_batch(model_spec: str, data_name: str | None, batch_size: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from trainability.doctor import diagnose
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
     model, x, y, described = _doctor_batch(args.model, args.data, args.batch_size)
-    if y is not None and not y.is_floating_point():
+    if y is not None and not y.is_floating_point() and isinstance(x, torch.Tensor):
         with_targets = _output_size(model, x)
         if with_targets is not None and with_targets <= int(y.max()):
             raise UsageError(f"the model outputs {with_targets} scores per sample but the data has classes up to {int(y.max())}")
