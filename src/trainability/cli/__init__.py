@@ -11,10 +11,10 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from trainability.cli import demo, doctor, table, theory
+from trainability.cli import compare, demo, doctor, report, table, theory
 from trainability.cli._common import UsageError
 
-COMMANDS = (table, doctor, demo, theory)
+COMMANDS = (table, doctor, demo, theory, compare, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
