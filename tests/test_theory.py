@@ -86,3 +86,35 @@ def test_theory_phase_command_small_grid(tmp_path, capsys):
 def test_theory_phase_bad_grid(capsys):
     assert main(["theory", "phase", "--weight-variance", "a:b"]) == 2
     assert "expected LOW:HIGH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("activation, weight_variance, q_star, chi_1, words", [
+    ("gelu", 2.0, 0.0, 0.5, "decays to 0, x0.5 per layer once small"),  # GELU'(0) = 1/2
+    ("silu", 2.0, 0.0, 0.5, "decays to 0, x0.5 per layer once small"),
+    ("leaky_relu", 2.0, math.inf, 1.0001, "grows without bound, x1.0001 per layer"),  # 2 (1 + 0.01^2) / 2
+    ("selu", 2.0, math.inf, 1.0507009873554805**2, "grows without bound"),  # 2 * scale^2 / 2 once large
+])  # fmt: skip
+def test_no_finite_fixed_point_is_said_not_turned_into_a_depth(activation, weight_variance, q_star, chi_1, words):
+    assert theory.fixed_point(activation, weight_variance) == q_star
+    assert theory.chi(activation, weight_variance) == pytest.approx(chi_1, rel=1e-6)
+    assert math.isnan(theory.depth_scale(activation, weight_variance))
+    assert math.isnan(theory.max_trainable_depth(activation, weight_variance))
+    s = theory.summary(activation, weight_variance)
+    assert s["fixed_point"] == "none" and s["signal"].startswith("no finite fixed point") and words in s["signal"]
+    assert math.isnan(s["xi_c"]) and math.isnan(s["max_trainable_depth"])
+
+
+def test_tanh_with_glorot_and_no_bias_decays_slower_than_geometrically():
+    # q' = q - 2q^2 + ...: q* = 0 is approached as 1/(2l), not at any geometric rate
+    assert theory.fixed_point("tanh", 1.0, 0.0) == 0.0
+    assert "slower than geometrically" in theory.signal("tanh", 1.0, 0.0)
+    assert theory.summary("relu", 2.0)["fixed_point"] == "finite"  # scale-free: every q is kept
+
+
+def test_chi_accurate_where_the_pre_activation_is_large():
+    # tanh with N(0, 1) weights at width 100: q* ~ 94, where tanh' lives within 1/10 of a unit in z
+    q = theory.fixed_point("tanh", 100.0, 0.0)
+    z = torch.randn(4_000_000, dtype=torch.float64)
+    assert q == pytest.approx(100 * torch.tanh(math.sqrt(q) * z).pow(2).mean().item(), rel=2e-3)
+    monte_carlo = 100 * (1 - torch.tanh(math.sqrt(q) * z) ** 2).pow(2).mean().item()
+    assert theory.chi("tanh", 100.0, 0.0) == pytest.approx(monte_carlo, rel=0.02)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from trainability.cli._common import UsageError
 
@@ -21,25 +22,64 @@ def _grid(text: str, points: int, integer: bool = False) -> list:
     return sorted({int(round(v)) for v in values}) if integer else values
 
 
-def run(args: argparse.Namespace) -> int:
+def _finite(value: float) -> float | None:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _depth(args: argparse.Namespace) -> int:
     from trainability import theory
 
-    if args.theory_command == "depth":
-        variance = args.weight_variance
-        if variance is None:
-            variance = theory.weight_variance_of(args.init, args.width)
+    if args.depth is not None and args.depth < 1:
+        raise UsageError(f"--depth must be a positive number of layers, got {args.depth}")
+    if args.input_variance < 0:
+        raise UsageError(f"--input-variance (the input's second moment E[x^2]) must be >= 0, got {args.input_variance}")
+    variance = args.weight_variance
+    if variance is None:
+        variance = theory.weight_variance_of(args.init, args.width)
+    summary = theory.summary(args.activation, variance, args.bias_variance)
+    p = theory.propagate(args.activation, variance, args.bias_variance, args.input_variance, depth=args.depth or 1)
+    finite = {"input_variance": args.input_variance, "crossing_depth": p.crossing_depth,
+              "trainable_depth": p.trainable_depth, "direction": p.direction}  # fmt: skip
+    if args.depth is not None:
+        finite.update(depth=p.depth, signal_variance=p.signal_variance, first_layer_gain=p.first_layer_gain,
+                      q=list(p.q), gradient_gain=list(p.gradient_gain))  # fmt: skip
+    if args.json:
         result = {"activation": args.activation, "init": None if args.weight_variance else args.init, "width": args.width,
-                  **theory.summary(args.activation, variance, args.bias_variance)}  # fmt: skip
-        if args.json:
-            print(json.dumps(result, indent=2))
-            return 0
-        print(f"{args.activation} with sigma_w^2 = {variance:.4g} ({result['init'] or 'given'}), sigma_b^2 = {args.bias_variance:g}")
-        print(f"  q*                    {result['q_star']:.4g}")
-        print(f"  chi_1                 {result['chi_1']:.4g}  ({result['phase']})")
-        print(f"  xi_c                  {result['xi_c']:.4g} layers")
-        print(f"  xi_q                  {result['xi_q']:.4g} layers")
-        print(f"  trainable depth       about {result['max_trainable_depth']:.4g} layers (6 xi_c)")
+                  **{k: _finite(v) for k, v in summary.items()}, "finite_depth": finite}  # fmt: skip
+        print(json.dumps(result, indent=2))
         return 0
+    source = f"{args.init}, width {args.width}" if args.weight_variance is None else "given"
+    print(f"{args.activation} with sigma_w^2 = {variance:.4g} ({source}), sigma_b^2 = {args.bias_variance:g}")
+    print("  asymptotic (at the length fixed point q*)")
+    if summary["signal"].startswith("kept"):
+        print(f"    q*                  any: the signal is {summary['signal']}")
+    if summary["fixed_point"] == "finite":
+        if not summary["signal"].startswith("kept"):
+            print(f"    q*                  {summary['q_star']:.4g}")
+        print(f"    chi_1               {summary['chi_1']:.4g}  ({summary['phase']})")
+        print(f"    xi_c                {summary['xi_c']:.4g} layers")
+        print(f"    xi_q                {summary['xi_q']:.4g} layers")
+        bound = summary["max_trainable_depth"]
+        print(f"    6 xi_c              {'no limit' if math.isinf(bound) else f'{bound:.4g} layers'}")
+    else:
+        print(f"    q*                  {summary['signal']}")
+        print(f"    chi_1               {summary['chi_1']:.6g} in that limit ({summary['phase']})")
+        print("    xi_c, 6 xi_c        undefined without a finite fixed point: see the finite-depth prediction")
+    print(f"  finite depth (mean-field along the stack from input variance {args.input_variance:g})")
+    if args.depth is not None:
+        print(f"    signal variance     {p.signal_variance:.4g} at layer {p.depth} (from {p.q[0]:.4g} at layer 1)")
+        print(f"    gradient gain       {p.first_layer_gain:.4g}x at layer 1 relative to layer {p.depth} (RMS)")
+    if math.isinf(p.crossing_depth):
+        print(f"    trainable depth     no limit: the gradient gain to layer 1 stays within {p.ratio:g}x")
+    else:
+        print(f"    trainable depth     {p.trainable_depth} layers: the gradient gain to layer 1 passes {p.ratio:g}x "
+              f"({p.direction}) at depth {p.crossing_depth}")  # fmt: skip
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.theory_command == "depth":
+        return _depth(args)
     from trainability.theory.phase import phase_diagram, plot_phase
 
     phase = phase_diagram(
@@ -69,12 +109,15 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("theory", help="mean-field signal propagation: depth scales and phase diagrams")
     theory_sub = p.add_subparsers(dest="theory_command", required=True, metavar="WHAT")
-    q = theory_sub.add_parser("depth", help="q*, chi_1, xi_c and the predicted trainable depth for one pairing")
+    q = theory_sub.add_parser(
+        "depth", help="q*, chi_1, xi_c, and the finite-depth prediction (signal, gradient gain, trainable depth)")
     q.add_argument("--activation", default="tanh")
     q.add_argument("--init", default="glorot_normal", help="a variance-scaling initializer name")
     q.add_argument("--width", type=int, default=100)
     q.add_argument("--weight-variance", type=float, help="sigma_w^2 = fan_in * Var(W), instead of --init")
     q.add_argument("--bias-variance", type=float, default=0.0)
+    q.add_argument("--depth", type=int, help="hidden layers: predict the signal and gradient gain at this depth")
+    q.add_argument("--input-variance", type=float, default=1.0, help="the input's second moment E[x^2] (default 1)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(run=run)
     q = theory_sub.add_parser("phase", help="train a (sigma_w^2, depth) grid briefly and draw the phase diagram")

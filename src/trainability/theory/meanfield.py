@@ -1,4 +1,11 @@
-"""The asymptotic mean-field maps: fixed points, chi, depth scales, the edge of chaos."""
+"""The asymptotic mean-field maps: fixed points, chi, depth scales, the edge of chaos.
+
+Where the length map has no proper fixed point (the signal decays to 0 or grows without bound,
+as with GELU, SiLU or Mish at sigma_w^2 = 2, or leaky ReLU and SELU at sigma_w^2 = 2),
+:func:`fixed_point` returns 0.0 or ``inf``, chi is its limit there, and the depth scales and
+:func:`max_trainable_depth` are ``nan`` (undefined); :func:`summary` says how the signal moves
+instead, and :func:`trainability.theory.propagate` gives the finite-depth prediction.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +15,18 @@ from typing import Any
 
 import torch
 
-from trainability import _quadrature, activations
+from trainability import _quadrature
 from trainability import init as inits
+from trainability.theory._moments import Q_HUGE, Q_TINY, ActivationLike, Moments, moments
+from trainability.theory._moments import function as _function
+
+__all__ = ["ActivationLike"]
 
 #: Training is not expected to succeed beyond this many correlation depth scales.
 TRAINABLE_DEPTH_MULTIPLE = 6.0
-_Q_FLOOR = 1e-12
-
-ActivationLike = str | activations.ActivationSpec | Callable[[torch.Tensor], torch.Tensor]
-
-
-def _function(activation: ActivationLike, hyperparameters: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
-    if isinstance(activation, (str, activations.ActivationSpec)):
-        return activations.get(activation).function(**hyperparameters)
-    if callable(activation):
-        if hyperparameters:
-            raise ValueError("hyperparameters apply to registered activations; bind them into your callable")
-        return activation
-    raise ValueError(f"activation must be a registered name or a callable, got {activation!r}")
+#: Fixed points below this count as 0 (the signal dies out), above ``1 / _Q_LOW`` as infinite.
+_Q_LOW = 1e-12
+_Q_FLOOR = _Q_LOW
 
 
 def _derivatives(phi: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, order: int = 1) -> list[torch.Tensor]:
@@ -46,41 +47,73 @@ def _check(weight_variance: float, bias_variance: float) -> None:
         raise ValueError(f"bias_variance must be >= 0, got {bias_variance!r}")
 
 
+def _proper(q: float) -> bool:
+    """A finite, non-zero fixed point: the asymptotic theory applies."""
+    return 0.0 < q < math.inf
+
+
+def _fixed(m: Moments, sw: float, sb: float, q0: float, max_iter: int) -> float:
+    if m.homogeneous:  # q' = gain * q + sb exactly
+        gain = sw * m.m2
+        if sb == 0:
+            return q0 if abs(gain - 1) < 1e-12 else 0.0 if gain < 1 else math.inf
+        return sb / (1 - gain) if gain < 1 else math.inf
+    q = q0
+    for _ in range(min(max_iter, 100)):  # plain iteration first: most maps converge fast
+        new = sw * m.second_moment(q) + sb
+        if not new < 1 / _Q_LOW:
+            break
+        if new < _Q_LOW:
+            return 0.0
+        if abs(new - q) <= 1e-13 * q:
+            return new
+        q = new
+    # slow: bracket the nearest root in the direction the map moves (it is increasing in q)
+    down = sw * m.second_moment(q) + sb < q
+    end = _Q_LOW if down else 1 / _Q_LOW
+    grid = torch.logspace(math.log10(q), math.log10(end), max(2, int(abs(math.log10(end / q)) * 4) + 1), dtype=torch.float64)
+    excess = sw * m.second_moments(grid) + sb - grid
+    crossed = ((excess >= 0) if down else (excess <= 0)).nonzero()
+    if not len(crossed):
+        return 0.0 if down else math.inf
+    i = int(crossed[0])
+    lo, hi = sorted((float(grid[i]), float(grid[i - 1]) if i else q))
+    for _ in range(200):
+        if hi / lo - 1 < 1e-14:
+            break
+        mid = math.sqrt(lo * hi)
+        if (sw * m.second_moment(mid) + sb - mid > 0) == down:
+            lo = mid
+        else:
+            hi = mid
+    return math.sqrt(lo * hi)
+
+
 def fixed_point(
     activation: ActivationLike, weight_variance: float, bias_variance: float = 0.0, *, q0: float = 1.0,
     max_iter: int = 2000, **hyperparameters: Any,
 ) -> float:
-    """The length fixed point ``q*`` of ``q' = sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2``.
+    """The length fixed point ``q*`` of ``q' = sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2`` reached from ``q0``.
 
-    Iterated from ``q0``; ``inf`` when the length diverges (e.g. ReLU with ``sigma_w^2 > 2``).
-    Scale-free activations with zero bias (ReLU at ``sigma_w^2 = 2``) keep any ``q``: ``q0``.
+    ``0.0`` when the signal decays to nothing (q* below 1e-12), ``inf`` when it grows without
+    bound (e.g. ReLU with ``sigma_w^2 > 2``): no finite fixed point in either case. Scale-free
+    activations with zero bias (ReLU at ``sigma_w^2 = 2``) keep any ``q``: ``q0``.
     """
     _check(weight_variance, bias_variance)
-    phi = _function(activation, hyperparameters)
-    x, w = _quadrature.nodes()
-    with torch.no_grad():
-        if bias_variance == 0 and torch.allclose(phi(2 * x), 2 * phi(x)):  # positively homogeneous (ReLU
-            gain = weight_variance * float((w * phi(x) ** 2).sum())  # family): q' = gain * q exactly
-            return q0 if abs(gain - 1) < 1e-12 else 0.0 if gain < 1 else math.inf
-        q = q0
-        for _ in range(max_iter):
-            new = weight_variance * float((w * phi(math.sqrt(max(q, _Q_FLOOR)) * x) ** 2).sum()) + bias_variance
-            if not math.isfinite(new) or new > 1e30:
-                return math.inf
-            if abs(new - q) <= 1e-12 * max(q, 1e-30):
-                return new
-            q = new
-    return q
+    return _fixed(moments(activation, hyperparameters), weight_variance, bias_variance, q0, max_iter)
+
+
+def _at(q: float) -> torch.Tensor:
+    """Where to evaluate moments at a fixed point (its limit when it is 0 or infinite)."""
+    return torch.tensor([Q_TINY if q <= 0 else Q_HUGE if not math.isfinite(q) else q], dtype=torch.float64)
 
 
 def chi(activation: ActivationLike, weight_variance: float, bias_variance: float = 0.0, **hyperparameters: Any) -> float:
-    """``chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2]``: the per-layer gain of gradient norms."""
+    """``chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2]``: the per-layer gain of gradient norms (its limit
+    where ``q*`` is 0 or infinite)."""
+    m = moments(activation, hyperparameters)
     q = fixed_point(activation, weight_variance, bias_variance, **hyperparameters)
-    if not math.isfinite(q):
-        return math.inf
-    x, w = _quadrature.nodes()
-    _, d1 = _derivatives(_function(activation, hyperparameters), math.sqrt(max(q, _Q_FLOOR)) * x)
-    value = weight_variance * float((w * d1**2).sum())
+    value = weight_variance * float(m.derivative_moments(_at(q))[0])
     return round(value, 12)
 
 
@@ -88,17 +121,18 @@ def correlation_fixed_point(
     activation: ActivationLike, weight_variance: float, bias_variance: float = 0.0, *, max_iter: int = 2000,
     **hyperparameters: Any,
 ) -> float:
-    """The fixed point ``c*`` of the correlation map (1 in the ordered phase)."""
+    """The fixed point ``c*`` of the correlation map (1 in the ordered phase); ``nan`` without a
+    finite length fixed point."""
     q = fixed_point(activation, weight_variance, bias_variance, **hyperparameters)
-    if not math.isfinite(q):
+    if not _proper(q):
         return math.nan
-    if chi(activation, weight_variance, bias_variance, **hyperparameters) <= 1.0:
+    if chi(activation, weight_variance, bias_variance, **hyperparameters) <= 1.0 + 1e-9:  # ordered or critical
         return 1.0
     phi = _function(activation, hyperparameters)
     x, w = _quadrature.nodes(80)
     z1, z2 = torch.meshgrid(x, x, indexing="ij")
     weights = torch.outer(w, w)
-    root = math.sqrt(max(q, _Q_FLOOR))
+    root = math.sqrt(q)
     u1 = phi(root * z1)
     c = 0.5
     with torch.no_grad():
@@ -114,7 +148,7 @@ def correlation_fixed_point(
 def _chi_c(activation: ActivationLike, weight_variance: float, bias_variance: float, hyperparameters: dict) -> float:
     c = correlation_fixed_point(activation, weight_variance, bias_variance, **hyperparameters)
     if math.isnan(c):
-        return math.inf
+        return math.nan
     if c >= 1.0:
         return chi(activation, weight_variance, bias_variance, **hyperparameters)
     q = fixed_point(activation, weight_variance, bias_variance, **hyperparameters)
@@ -128,9 +162,9 @@ def _chi_c(activation: ActivationLike, weight_variance: float, bias_variance: fl
 
 
 def _scale(gain: float) -> float:
-    if not math.isfinite(gain):
-        return 0.0
-    if gain <= 0:
+    if math.isnan(gain):
+        return math.nan
+    if not math.isfinite(gain) or gain <= 0:
         return 0.0
     if abs(gain - 1.0) < 1e-9:
         return math.inf
@@ -138,21 +172,21 @@ def _scale(gain: float) -> float:
 
 
 def depth_scale(activation: ActivationLike, weight_variance: float, bias_variance: float = 0.0, **hyperparameters: Any) -> float:
-    """The correlation depth scale ``xi_c = -1 / ln chi_c``; infinite at criticality, 0 when the
-    length itself diverges."""
+    """The correlation depth scale ``xi_c = -1 / ln chi_c``; infinite at criticality, ``nan``
+    where there is no finite fixed point (see :func:`summary`'s ``signal`` and
+    :func:`trainability.theory.propagate`)."""
     return _scale(_chi_c(activation, weight_variance, bias_variance, hyperparameters))
 
 
 def length_depth_scale(activation: ActivationLike, weight_variance: float, bias_variance: float = 0.0, **hyperparameters: Any) -> float:
     """``xi_q = -1 / ln(chi_1 + sigma_w^2 E[phi''(u) phi(u)])``, u = sqrt(q*) z: how fast the
-    length ``q`` converges to ``q*``."""
+    length ``q`` converges to ``q*``; ``nan`` without a finite fixed point."""
     q = fixed_point(activation, weight_variance, bias_variance, **hyperparameters)
-    if not math.isfinite(q):
-        return 0.0
-    x, w = _quadrature.nodes()
-    phi0, phi1, phi2 = _derivatives(_function(activation, hyperparameters), math.sqrt(max(q, _Q_FLOOR)) * x, order=2)
-    gain = weight_variance * float((w * (phi1**2 + phi2 * phi0)).sum())
-    return _scale(gain)
+    if not _proper(q):
+        return math.nan
+    m = moments(activation, hyperparameters)
+    at = _at(q)
+    return _scale(weight_variance * float(m.derivative_moments(at)[0] + m.derivative_moments(at, order=2)[0]))
 
 
 def critical_weight_variance(activation: ActivationLike, bias_variance: float = 0.0, *, low: float = 1e-3,
@@ -177,7 +211,8 @@ def critical_weight_variance(activation: ActivationLike, bias_variance: float = 
 def max_trainable_depth(activation: ActivationLike, weight_variance: float, bias_variance: float = 0.0, *,
                         multiple: float = TRAINABLE_DEPTH_MULTIPLE, **hyperparameters: Any) -> float:  # fmt: skip
     """``multiple * xi_c`` (6 by default, Schoenholz et al. 2017): deeper than this, training is
-    not expected to succeed."""
+    not expected to succeed. ``nan`` without a finite fixed point: use
+    :func:`trainability.theory.propagate` (its ``trainable_depth``) there."""
     return multiple * depth_scale(activation, weight_variance, bias_variance, **hyperparameters)
 
 
@@ -189,8 +224,33 @@ def weight_variance_of(initializer: str, width: int) -> float:
     return init.variance(width, width) * width
 
 
-def summary(activation: ActivationLike, weight_variance: float, bias_variance: float = 0.0, **hyperparameters: Any) -> dict[str, float]:
-    """Everything above for one pairing, as ``trainability theory depth`` prints it."""
+def signal(activation: ActivationLike, weight_variance: float, bias_variance: float = 0.0, *, q0: float = 1.0,
+           **hyperparameters: Any) -> str:  # fmt: skip
+    """How the length ``q`` moves with depth from ``q0``, in words: it converges to ``q*``, is
+    kept at any scale, or (no finite fixed point) decays to 0 or grows without bound, with the
+    per-layer factor ``q'/q`` it reaches there."""
+    m = moments(activation, hyperparameters)
+    q = _fixed(m, weight_variance, bias_variance, q0, 2000)
+    if _proper(q):
+        if m.homogeneous and bias_variance == 0:
+            return "kept at its input scale at every depth (sigma_w^2 E[phi(z)^2] = 1)"
+        return f"converges to q* = {q:.4g}"
+    edge = 1e-100 if q == 0 else 1e100
+    rate = weight_variance * m.second_moment(edge) / edge
+    if q == 0:
+        pace = f"x{rate:.6g} per layer once small" if rate < 1 - 1e-9 else "slower than geometrically"
+        return f"no finite fixed point: the signal decays to 0, {pace}"
+    pace = f"x{rate:.6g} per layer once large" if rate > 1 + 1e-9 else "slower than geometrically"
+    return f"no finite fixed point: the signal grows without bound, {pace}"
+
+
+def summary(activation: ActivationLike, weight_variance: float, bias_variance: float = 0.0, **hyperparameters: Any) -> dict[str, Any]:
+    """Everything above for one pairing, as ``trainability theory depth`` prints it.
+
+    ``fixed_point`` is ``"finite"`` or ``"none"``; with none, ``q_star`` is 0.0 or ``inf``,
+    ``chi_1`` its limit there, ``xi_c``, ``xi_q`` and ``max_trainable_depth`` are ``nan``, and
+    ``signal`` says how the signal decays or grows instead.
+    """
     q = fixed_point(activation, weight_variance, bias_variance, **hyperparameters)
     chi1 = chi(activation, weight_variance, bias_variance, **hyperparameters)
     xi = depth_scale(activation, weight_variance, bias_variance, **hyperparameters)
@@ -198,6 +258,8 @@ def summary(activation: ActivationLike, weight_variance: float, bias_variance: f
         "weight_variance": weight_variance,
         "bias_variance": bias_variance,
         "q_star": q,
+        "fixed_point": "finite" if _proper(q) else "none",
+        "signal": signal(activation, weight_variance, bias_variance, **hyperparameters),
         "chi_1": chi1,
         "phase": "critical" if abs(chi1 - 1) < 1e-6 else "ordered" if chi1 < 1 else "chaotic",
         "xi_c": xi,

@@ -1,8 +1,21 @@
-"""Mean-field theory's verdict on how deep a plain dense stack can be."""
+"""Mean-field theory's verdict on how deep a plain dense stack can be, at its own depth.
+
+The stack's trajectory is predicted layer by layer (:func:`trainability.theory.propagate`) from
+what was measured: each layer's weight variance (``sigma_w^2 = fan_in * Var(W)``) and bias second
+moment, and the input's second moment as the first layer sees it
+(``E[x^2] = (E[h_1^2] - sigma_b,1^2) / sigma_w,1^2``). The finding says what is predicted at this
+depth: the signal variance at the last hidden layer, the gradient reaching the first layer
+relative to the top (output) layer, as the gradient rules measure it, and the depth at which
+that gain passes 100x. It fires when the gain passes 100x within the stack: towards vanishing
+for any activation; towards explosion for bounded activations only (sigmoid, tanh, softsign:
+the chaotic phase), since an unbounded activation's growing gradient is an explosion that
+``exploding_gradients`` reports as measured (SELU with LeCun weights grows about 3.5% a layer).
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,46 +23,104 @@ from torch import nn
 from trainability import init as inits
 from trainability.doctor.report import Finding
 from trainability.doctor.rules.evidence import Evidence
-from trainability.graph import NORM_TYPES
+from trainability.doctor.rules.gradients import GRADIENT_RATIO
+from trainability.graph import NORM_TYPES, Link
 from trainability.table import recommended_init
+
+#: The measured variances count as the recommended init's within this factor (as init_mismatch).
+_AT_RECOMMENDED = 1.5
+
+
+def _theory_hyperparameters(link: Link) -> dict[str, Any] | None:
+    """The activation's hyperparameters as an elementwise function takes them; ``None`` when
+    the activation is not elementwise (softmax)."""
+    spec = link.activation
+    if spec is None or spec.name == "softmax":
+        return None
+    if spec.name == "prelu":  # one learned slope per channel: their mean
+        return {"init": float(link.hyperparameters.get("init", 0.25))}
+    return {k: v for k, v in link.hyperparameters.items() if k in spec.defaults}
+
+
+def _plain_stack(ev: Evidence, model_modules: list[tuple[str, nn.Module]]) -> tuple[list[Link], Link | None] | None:
+    """Hidden layers (each feeding the one activation) and the output layer of a plain stack of
+    Linear layers, or ``None`` if the model is not one."""
+    if ev.skips or any(isinstance(m, (NORM_TYPES, nn.modules.conv._ConvNd)) for _, m in model_modules):
+        return None
+    links = list(ev.links.values())
+    hidden = [link for link in links if link.activation is not None]
+    rest = links[len(hidden):]
+    if not hidden or links[: len(hidden)] != hidden or len(rest) > 1:
+        return None
+    if not all(isinstance(link.module, nn.Linear) and link.name in ev.weight_var for link in links):
+        return None
+    return hidden, (rest[0] if rest else None)
 
 
 def beyond_depth_scale(ev: Evidence, model_modules: list[tuple[str, nn.Module]]) -> list[Finding]:
-    """Mean-field theory's verdict for plain dense stacks: deeper than 6 xi_c does not train.
-
-    Applies to stacks of Linear layers with one activation, no normalization and no skips;
-    sigma_w^2 and sigma_b^2 are the measured means over the hidden layers. The chaotic side is
-    judged for bounded activations only (for ReLU it is an explosion, reported as such).
-    """
+    """Mean-field theory's finite-depth prediction for plain dense stacks (see the module)."""
     from trainability import theory
 
-    if ev.skips or any(isinstance(m, (NORM_TYPES, nn.modules.conv._ConvNd)) for _, m in model_modules):
+    stack = _plain_stack(ev, model_modules)
+    if stack is None:
         return []
-    hidden = [link for link in ev.links.values() if link.activation is not None]
-    specs = {link.activation.name for link in hidden}  # type: ignore[union-attr]
-    if len(specs) != 1 or not all(link.name in ev.weight_var for link in hidden):
-        return []
+    hidden, output = stack
     spec = hidden[0].activation
-    depth = len(hidden)
-    weight_variance = sum(ev.weight_var[link.name] * inits.module_fans(link.module)[0] for link in hidden) / len(hidden)
-    biases = [link.module.bias.detach().float() for link in hidden if link.module.bias is not None]
-    bias_variance = float(torch.stack([b.var(correction=0) for b in biases]).mean()) if biases else 0.0
-    hyper = hidden[0].hyperparameters if spec.name in ("leaky_relu", "elu") else {}  # type: ignore[union-attr]
-    chi1 = theory.chi(spec, weight_variance, bias_variance, **hyper)  # type: ignore[arg-type]
-    if not math.isfinite(chi1) or (chi1 > 1 and not spec.saturating):  # type: ignore[union-attr]
+    hyper = _theory_hyperparameters(hidden[0])
+    if spec is None or hyper is None or any(
+        link.activation is not spec or _theory_hyperparameters(link) != hyper for link in hidden
+    ):
         return []
-    xi = theory.depth_scale(spec, weight_variance, bias_variance, **hyper)  # type: ignore[arg-type]
-    limit = theory.TRAINABLE_DEPTH_MULTIPLE * xi
-    if depth <= limit:
+    first = next((s for s in ev.layers if s.role == "weight" and s.name == hidden[0].name), None)
+    if first is None or first.mean is None or first.std is None or not math.isfinite(first.std):
         return []
-    phase = "ordered (signals and gradients die out)" if chi1 < 1 else "chaotic (inputs decorrelate, gradients explode)"
+    fans = [inits.module_fans(link.module) for link in hidden]
+    weights = [ev.weight_var[link.name] * fan_in for link, (fan_in, _) in zip(hidden, fans, strict=True)]
+    biases = _bias_second_moments(hidden)
+    input_variance = max(first.mean**2 + first.std**2 - biases[0], 0.0) / weights[0]
+    out = {} if output is None else {
+        "output_weight_variance": ev.weight_var[output.name] * inits.module_fans(output.module)[0],
+        "output_width": inits.module_fans(output.module)[1],
+    }  # fmt: skip
+    if min(weights) <= 0 or (out and out["output_weight_variance"] <= 0):
+        return []
+    p = theory.propagate(spec, weights, biases, input_variance, widths=[fan_out for _, fan_out in fans],
+                         ratio=GRADIENT_RATIO, **out, **hyper)  # fmt: skip
+    if not p.beyond or (p.direction == "exploding" and not spec.saturating):
+        return []
+    depth, names = len(hidden), [link.name for link in hidden]
+    phase = ("ordered: gradients vanish with depth" if p.direction == "vanishing"
+             else "chaotic: gradients explode with depth")  # fmt: skip
+    top = "the output layer's" if output is not None else "the last layer's"
     target = recommended_init(spec)
+    target_variance = inits.get(target).variance(*fans[-1]) * fans[-1][0]  # type: ignore[attr-defined]
+    mean_weight = sum(weights) / depth
+    fix = f"re-initialize with {target} (trainability.initialize(model)), "
+    if p.direction == "vanishing" and 1 / _AT_RECOMMENDED <= mean_weight / target_variance <= _AT_RECOMMENDED:
+        fix = f"{spec.name} loses the signal with depth even at {target}'s variance: "  # He for GELU/SiLU/Mish
+    fix += f"add batch norm after each Linear (mlp(..., batch_norm='before')), or use at most {p.trainable_depth} layers"
     return [Finding(
-        "beyond_depth_scale", "warning", [link.name for link in hidden],
-        f"{depth} layers exceed the trainable depth {limit:.1f} (6 xi_c) that mean-field theory predicts for "
-        f"{spec.name} with sigma_w^2 = {weight_variance:.3g}, sigma_b^2 = {bias_variance:.3g}: chi_1 = {chi1:.3g}, "  # type: ignore[union-attr]
-        f"{phase}, xi_c = {xi:.3g} layers",
-        f"re-initialize with {target} (trainability.initialize(model)) to move to the edge of chaos "
-        f"(trainability.theory.critical_weight_variance), or use fewer than {max(int(limit), 1)} layers",
-        {"op": "reinitialize", "layers": [link.name for link in hidden], "init": target, "max_depth": limit},
+        "beyond_depth_scale", "warning", names,
+        f"{depth} layers exceed the trainable depth {p.trainable_depth} that mean-field theory predicts for "
+        f"{spec.name} with the measured weights (sigma_w^2 {_range(weights)}), biases (sigma_b^2 {_range(biases)}) "
+        f"and input second moment {input_variance:.3g}: {phase}. Predicted at this depth: signal variance "
+        f"{p.signal_variance:.3g} at the last hidden layer ({p.q[0]:.3g} at the first), gradient at the first "
+        f"layer {p.first_layer_gain:.3g}x {top}, past {GRADIENT_RATIO:g}x from {p.crossing_depth} layers on",
+        fix,
+        {"op": "reinitialize", "layers": names, "init": target, "max_depth": p.trainable_depth},
     )]  # fmt: skip
+
+
+def _bias_second_moments(hidden: list[Link]) -> list[float]:
+    """``E[b^2]`` per layer (0 without a bias), in one stacked op when the widths agree."""
+    biases = [link.module.bias for link in hidden]
+    if all(b is not None for b in biases) and len({b.numel() for b in biases}) == 1:  # type: ignore[union-attr]
+        with torch.no_grad():
+            return torch.stack([b.detach() for b in biases]).double().pow(2).mean(1).tolist()  # type: ignore[union-attr]
+    return [0.0 if b is None else float(b.detach().double().pow(2).mean()) for b in biases]
+
+
+def _range(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    mean = sum(values) / len(values)
+    return f"{mean:.3g}" if hi - lo <= 0.05 * max(abs(mean), 1e-12) else f"{lo:.3g} to {hi:.3g}, mean {mean:.3g}"

@@ -1,0 +1,116 @@
+"""beyond_depth_scale: the finite-depth mean-field prediction on the stack's measured variances."""
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from trainability import mlp, theory
+from trainability.doctor import diagnose
+
+X = torch.randn(128, 100)
+Y = torch.randint(0, 10, (128,))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def beyond(model, x=X):
+    return diagnose(model, x, Y[: len(x)]).by_kind("beyond_depth_scale")
+
+
+def normal01(model):
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 1.0)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def kaiming(model):
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+# He-initialized stacks whose predicted gradient stays within 100x of the output layer's
+@pytest.mark.parametrize("activation, depths", [
+    ("elu", (10, 30, 50)), ("leaky_relu", (10, 30, 50)), ("gelu", (10, 20)), ("mish", (10, 30)), ("silu", (10,)),
+])  # fmt: skip
+def test_no_finding_on_he_initialized_stacks(activation, depths):
+    for depth in depths:
+        torch.manual_seed(depth)
+        assert not beyond(mlp(100, 10, depth=depth, width=100, activation=activation)), (activation, depth)
+        assert not beyond(kaiming(mlp(100, 10, depth=depth, width=100, activation=activation, init="default")))
+
+
+def test_he_silu_deeper_than_its_trainable_depth_is_flagged_and_measured_vanishing():
+    # SiLU is x/2 near 0: at sigma_w^2 = 2 the signal halves per layer once small, so a 30-layer
+    # He SiLU stack loses its gradient (predicted 4e-5 of the output's); measured the same
+    torch.manual_seed(0)
+    report = diagnose(mlp(100, 10, depth=30, width=100, activation="silu"), X, Y)
+    (finding,) = report.by_kind("beyond_depth_scale")
+    assert "vanishing_gradients" in {f.kind for f in report.findings}
+    assert "even at he_normal's variance" in finding.fix and "batch_norm='before'" in finding.fix
+    assert re.search(r"30 layers exceed the trainable depth 1\d ", finding.message)
+
+
+@pytest.mark.parametrize("depth", [50, 200, 1000])
+def test_no_finding_on_lecun_selu_up_to_1000_layers(depth):
+    # SELU's gradient grows ~3.5% a layer (chi_1 = 1.07): an explosion of an unbounded activation,
+    # which exploding_gradients reports as measured, not a depth limit of the theory's
+    torch.manual_seed(0)
+    x = torch.randn(32, 100)
+    assert not beyond(mlp(100, 10, depth=depth, width=100, activation="selu"), (x - x.mean(0)) / x.std(0))
+
+
+def test_demo_relu_with_pytorch_default_init():
+    torch.manual_seed(0)
+    (finding,) = beyond(mlp(100, 10, depth=50, width=100, activation="relu", init="default"))
+    # chi = 1/6 per layer: past 100x from 4 layers on (the 10-way output layer adds a 0.3x)
+    assert "50 layers exceed the trainable depth 3 " in finding.message and "ordered" in finding.message
+    assert "signal variance" in finding.message and "at the last hidden layer" in finding.message
+    assert "past 100x from 4 layers on" in finding.message
+    assert "re-initialize with he_normal" in finding.fix and finding.action["max_depth"] == 3
+
+
+@pytest.mark.parametrize("activation, depth", [("tanh", 20), ("sigmoid", 500)])
+def test_deep_tanh_and_sigmoid_with_standard_normal_weights(activation, depth):
+    # tanh: chaotic, gradients explode (chi ~ 5 at q* ~ 94); sigmoid: saturated, ordered (chi ~ 0.98)
+    torch.manual_seed(0)
+    (finding,) = beyond(normal01(mlp(100, 10, depth=depth, width=100, activation=activation, init="default")),
+                        torch.randn(32, 100))  # fmt: skip
+    assert ("chaotic" if activation == "tanh" else "ordered") in finding.message
+    assert "glorot_uniform" in finding.fix
+
+
+def test_the_prediction_uses_each_layers_measured_variance():
+    # 45 He layers then 5 at sigma_w^2 = 0.05: the mean variance (1.8) predicts a gain within
+    # 100x; per layer the last five cost 0.16x each, which the measurement confirms
+    torch.manual_seed(0)
+    model = mlp(100, 10, depth=50, width=100, activation="relu")
+    for m in list(model)[90:100:2]:
+        nn.init.normal_(m.weight, 0.0, (0.05 / 100) ** 0.5)
+    report = diagnose(model, X, Y)
+    (finding,) = report.by_kind("beyond_depth_scale")
+    assert "vanishing_gradients" in {f.kind for f in report.findings}
+    weights = [s for s in report.layers if s.role == "weight"]
+    measured = weights[0].grad_rms / weights[-1].grad_rms
+    predicted = float(re.search(r"gradient at the first layer ([0-9.e+-]+)x", finding.message).group(1))
+    assert 1 / 3 < measured / predicted < 3
+    assert not theory.propagate("relu", 1.805, depth=50, output_weight_variance=1.8, output_width=10).beyond
+
+
+def test_stacks_the_theory_does_not_describe_are_skipped():
+    torch.manual_seed(0)
+    assert not beyond(mlp(100, 10, depth=50, width=100, activation="relu", init="default", batch_norm="before"))
+    mixed = nn.Sequential(nn.Linear(100, 100), nn.Tanh(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10))
+    assert not beyond(mixed)
