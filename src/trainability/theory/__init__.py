@@ -48,7 +48,7 @@ from trainability.theory.meanfield import (
     summary,
     weight_variance_of,
 )
-from trainability.theory.propagate import CROSSING_RATIO, MAX_EXTRA_DEPTH, Propagation, propagate
+from trainability.theory.finite_depth import CROSSING_RATIO, MAX_EXTRA_DEPTH, Propagation, propagate
 
 __all__ = [
     "CROSSING_RATIO",
