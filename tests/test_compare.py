@@ -1,14 +1,17 @@
 """trainability.compare: the results object, growing a grid, failed runs, bad input, workers, Ray."""
 
+import os
 import sqlite3
 import sys
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import trainability
 from trainability.cli import main
-from trainability.experiments import Grid, Results, Store
+from trainability.experiments import Grid, LocalPool, Results, Store
 
 SMALL = dict(activation=["relu", "tanh"], depth=2, width=16, epochs=2, seeds=1, lr=0.05)
 
@@ -116,8 +119,6 @@ def test_force_new_moves_the_old_results_aside(existing):
 
 
 def test_too_many_local_workers_and_unknown_backends_are_refused(tmp_path):
-    import os
-
     with pytest.raises(ValueError, match=r"workers on \d+ CPU cores: runs would slow each other down"):
         trainability.compare("moons", out=tmp_path / "w", workers=(os.cpu_count() or 1) + 1, progress=False, **SMALL)
     with pytest.raises(ValueError, match="unknown backend 'spark'; valid: local, ray"):
@@ -156,3 +157,24 @@ def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ValueError, match=r"pip install 'trainability\[ray\]'"):
         trainability.compare("moons", out=tmp_path / "r", backend="ray", progress=False, **SMALL)
+
+
+def _die_once(task, progress):
+    """Kills its worker process the first time it sees a task, then returns the task's name."""
+    marker = Path(task)
+    if not marker.exists():
+        marker.write_text("died here")
+        os._exit(3)
+    return marker.name
+
+
+def test_a_worker_that_dies_is_replaced_and_its_task_retried(tmp_path):
+    got = {}
+    LocalPool(2).map(_die_once, [str(tmp_path / "a"), str(tmp_path / "b")], lambda task, result: got.__setitem__(task, result))
+    assert got == {str(tmp_path / "a"): "a", str(tmp_path / "b"): "b"}
+
+
+def test_compare_called_from_an_unguarded_script_in_a_worker_says_how_to_fix_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__name__="__mp_main__"))
+    with pytest.raises(RuntimeError, match="under if __name__ == '__main__':"):
+        trainability.compare("moons", out=tmp_path / "x", progress=False, **SMALL)

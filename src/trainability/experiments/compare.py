@@ -156,6 +156,9 @@ def compare(
     ``workers`` local processes, or ``backend="ray"`` (``address=`` for a cluster).
     Every check of the input happens before the first run starts.
     """
+    if getattr(sys.modules.get("__main__"), "__name__", None) == "__mp_main__":
+        raise RuntimeError("compare() was called while a worker process imported your script: put the call under "
+                           "if __name__ == '__main__': (worker processes import the main module)")  # fmt: skip
     grid = _grid(data, preset, epochs, seeds, target, standardize,
                  {"activation": activation, "init": init, "depth": depth, "width": width, "batch_norm": batch_norm,
                   "optimizer": optimizer, "lr": lr, "batch_size": batch_size})  # fmt: skip
@@ -214,6 +217,7 @@ def _run(store: Any, grid: Grid, cells: list[Cell], data: DataSpec, folder: Path
                     file=sys.stderr, position=0, dynamic_ncols=True)  # fmt: skip
     run_bars: dict[str, Any] = {}
     counts = {"finished": 0, "failed": 0}
+    lost: list[str] = []
     start = time.perf_counter()
     name = f"{backend}" + (f" x{executor.workers}" if executor.workers > 1 else "")
 
@@ -234,7 +238,8 @@ def _run(store: Any, grid: Grid, cells: list[Cell], data: DataSpec, folder: Path
     def on_result(task: Task, outcome: Any) -> None:
         if isinstance(outcome, Lost):
             store.save_lost(task.id, outcome.reason, name)
-            state = "failed"
+            state = "lost"
+            lost.append(outcome.reason)
         else:
             store.save(outcome, name)
             state = outcome.status
@@ -244,7 +249,7 @@ def _run(store: Any, grid: Grid, cells: list[Cell], data: DataSpec, folder: Path
         if bar is not None:
             bar.close()
         grid_bar.update(1)
-        if state == "failed" and progress:
+        if state in ("failed", "lost") and progress:
             grid_bar.write(f"failed: {by_id[task.id].label}: {getattr(outcome, 'reason', '')}", file=sys.stderr)
         elif progress and getattr(outcome, "test_accuracy", None) is not None:
             grid_bar.set_postfix_str(f"last: {by_id[task.id].label} test acc {outcome.test_accuracy:.3f}")
@@ -255,6 +260,10 @@ def _run(store: Any, grid: Grid, cells: list[Cell], data: DataSpec, folder: Path
         for bar in run_bars.values():
             bar.close()
         grid_bar.close()
+    if lost:
+        raise ValueError(f"{len(lost)} runs could not run ({lost[0]}); they stay pending in {folder / FILE_NAME}: "
+                         "run the same command again to retry them (from a script, call compare() under "
+                         "if __name__ == '__main__':)")  # fmt: skip
     if progress:
         took = time.perf_counter() - start
         print(f"trainability compare: {counts['finished']} runs finished, {counts['failed']} failed, "

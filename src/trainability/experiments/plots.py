@@ -18,8 +18,7 @@ Row = dict[str, Any]
 
 def config_label(row: Row, varying: Sequence[str], skip: Sequence[str] = ("activation",)) -> str:
     """The factors that vary in the grid, e.g. ``init he_normal, depth 50``."""
-    parts = [f"{f} {row[f]}" for f in varying if f not in skip]
-    return ", ".join(parts) or row["activation"]
+    return ", ".join(f"{f} {row[f]}" for f in varying if f not in skip)
 
 
 def _config(row: Row) -> tuple[Any, ...]:
@@ -50,7 +49,7 @@ def learning_curves(epochs: list[Row], activations: Sequence[str], varying: Sequ
         series[e["activation"]][key][e["seed_index"]][e["epoch"]] = e
         labels[key] = config_label(e, varying)
     others = list(dict.fromkeys(labels[k] for per in series.values() for k in per))
-    several = len(others) > 1
+    several = len(others) > 1  # the configurations besides the activation differ
     with style() as plt:
         fig, axes = _panels(plt, len(activations))
         handles: dict[str, Any] = {}
@@ -77,6 +76,7 @@ def learning_curves(epochs: list[Row], activations: Sequence[str], varying: Sequ
                 ax.axhline(chance, color="#9aa3b2", linewidth=0.8, linestyle="--")
             ax.set_title(activation, color=color(activation, index))
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
             if not metric.higher_is_better:
                 ax.set_yscale("log")
         axes[0].set_ylabel("accuracy" if metric.higher_is_better else "loss")
@@ -111,7 +111,8 @@ def gradients_vs_depth(layers: list[Row], activations: Sequence[str], varying: S
             c = color(activation, activations.index(activation) if activation in activations else 0)
             ls = LINESTYLES[styles[activation] % len(LINESTYLES)]
             styles[activation] += 1
-            label = activation + (f" ({config_label(row, varying)})" if [f for f in varying if f not in ("activation", "depth")] else "")
+            others = config_label(row, varying, skip=("activation", "depth"))
+            label = activation + (f" ({others})" if others else "")
             for ax, when in zip(axes, ("init", "end"), strict=True):
                 points = sorted(curves[key][when].items())
                 if points:

@@ -89,20 +89,21 @@ def _leaderboard(results: Any, rows: list[dict[str, Any]], metric: analysis.Metr
     top = max(scores, default=1.0) or 1.0
     body = []
     for r in rows:
-        config = ", ".join(f"{f} {r[f]}" for f in varying) or "&ndash;"
+        config = [escape(", ".join(f"{f} {r[f]}" for f in varying))] if varying else []
         fraction = (r["test_mean"] / top) if metric.higher_is_better else (min(scores) / r["test_mean"] if r["test_mean"] else 0)
         runs = f"{r['finished']}/{r['runs']}" + (f" ({r['failed']} failed)" if r["failed"] else "")
-        body.append([str(r["rank"]), _chip(r["activation"], activations), escape(config), _pm(r["test_mean"], r["test_std"]),
+        body.append([str(r["rank"]), _chip(r["activation"], activations), *config, _pm(r["test_mean"], r["test_std"]),
                      bar(fraction, color(r["activation"], activations.index(r["activation"]) if r["activation"] in activations else 0)),
                      _pm(r["val_mean"], r["val_std"]),
                      f"{r['seconds_per_epoch']:.2f}" if r["seconds_per_epoch"] == r["seconds_per_epoch"] else "&ndash;",
                      _verdict_badge(r["doctor_init"]), runs])  # fmt: skip
-    columns = ["#", "activation", "configuration", metric.label, "", metric.label.replace("test", "validation"),
-               "s / epoch", "doctor at init", "runs"]  # fmt: skip
+    columns = ["#", "activation", *(["configuration"] if varying else []), metric.label, "",
+               metric.label.replace("test", "validation"), "s / epoch", "doctor at init", "runs"]  # fmt: skip
+    shift = 1 if varying else 0
     failures = [r for r in rows if r["failure"]]
     note = "".join(paragraph(f"{_chip(r['activation'], activations)} {escape(', '.join(f'{f} {r[f]}' for f in varying))}: "
                              f"{escape(r['failure'])}", "note") for r in failures[:6])  # fmt: skip
-    return Section("Leaderboard", table(columns, body, numeric=(0, 3, 5, 6)) + note,
+    return Section("Leaderboard", table(columns, body, numeric=(0, 2 + shift, 4 + shift, 5 + shift)) + note,
                    lead=f"Mean &plusmn; standard deviation over seeds, best first. Fixed for every run: {escape(_fixed(results))}.",
                    anchor="leaderboard")  # fmt: skip
 
@@ -174,10 +175,11 @@ def _doctor(results: Any, runs: list[dict[str, Any]], activations: list[str]) ->
     for r in seen.values():
         findings = json.loads(r["findings_init"]) if r["findings_init"] else []
         first = findings[0] if findings else None
-        body.append([_chip(r["activation"], activations), escape(", ".join(f"{f} {r[f]}" for f in varying) or "-"),
-                     _verdict_badge(r["doctor_init"]),
+        config = [escape(", ".join(f"{f} {r[f]}" for f in varying))] if varying else []
+        body.append([_chip(r["activation"], activations), *config, _verdict_badge(r["doctor_init"]),
                      escape(first["message"]) if first else "&ndash;", escape(first["fix"]) if first else "&ndash;"])  # fmt: skip
-    return Section("The doctor at initialization", table(["activation", "configuration", "verdict", "first finding", "fix"], body),
+    columns = ["activation", *(["configuration"] if varying else []), "verdict", "first finding", "fix"]
+    return Section("The doctor at initialization", table(columns, body),
                    lead="trainability.doctor.diagnose on 256 training samples before the first step (seed 0 of each configuration).",
                    anchor="doctor")  # fmt: skip
 

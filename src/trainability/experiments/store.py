@@ -162,9 +162,10 @@ class Store:
                            [(outcome.id, *(r.get(c) for c in LAYER_COLUMNS)) for r in outcome.layers])  # fmt: skip
 
     def save_lost(self, run_id: str, reason: str, backend: str | None = None) -> None:
+        """A run the executor lost (its worker kept dying): back to pending, with the reason, so
+        the next call runs it again."""
         with self.transaction() as db:
-            db.execute("UPDATE runs SET status = 'failed', reason = ?, backend = ?, finished = ? WHERE id = ?",
-                       (reason, backend, time.time(), run_id))  # fmt: skip
+            db.execute("UPDATE runs SET status = 'pending', reason = ?, backend = ? WHERE id = ?", (reason, backend, run_id))
 
     # -- reading -----------------------------------------------------------------------------------
     def rows(self, table: str) -> list[dict[str, Any]]:

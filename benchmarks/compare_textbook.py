@@ -1,0 +1,87 @@
+"""`trainability compare --preset textbook --workers 2`: its wall time, leaderboard and report.
+
+Runs the command exactly as a user would (a fresh results folder), times it, writes the report,
+takes a screenshot of the page with headless Chromium into docs/compare_report.png, and writes
+the `compare_textbook` section of docs/RESULTS.md. The target: under 15 minutes on this 2-core
+machine. Usage: python benchmarks/compare_textbook.py [--keep runs/textbook]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _results import RESULTS, machine, write_section
+
+from trainability.experiments import Results, analysis
+from trainability.experiments.grid import PRESETS
+from trainability.reporting.browser import screenshot
+
+DOCS = RESULTS.parent
+SHOT = DOCS / "compare_report.png"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--keep", help="copy the results folder here afterwards (default: discard)")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="compare-textbook-") as tmp:
+        out = Path(tmp) / "textbook"
+        command = [str(Path(sys.executable).with_name("trainability")), "compare", "--preset", "textbook", "--workers", "2",
+                   "--out", str(out), "--quiet"]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        load_after = os.getloadavg()
+        results = Results(out)
+        page = results.report()
+        screenshot(page, SHOT, width=1280, height=2600)
+        if args.keep:
+            shutil.copytree(out, args.keep, dirs_exist_ok=True)
+        runs = results.rows("runs")
+        board = analysis.leaderboard(runs)
+        (ranking,) = analysis.rankings(runs)
+    preset = PRESETS["textbook"]
+    rows = []
+    for r in board:
+        rows.append(f"| {r['rank']} | {r['activation']} | {r['test_mean']:.3f} ± {r['test_std']:.3f} | "
+                    f"{r['val_mean']:.3f} ± {r['val_std']:.3f} | {r['seconds_per_epoch']:.2f} | {r['doctor_init']} | "
+                    f"{r['finished']}/{r['runs']} |")  # fmt: skip
+    pairs = ", ".join(f"{a} > {b}: {v}" for a, b, v, _ in ranking.pairs if v != "within seed noise")
+    body = f"""
+## The textbook's question, measured (`benchmarks/compare_textbook.py`)
+
+`trainability compare --preset textbook --workers 2`: {", ".join(preset["activation"])}, each with its
+matched initializer (`init=auto`), a {preset["depth"][0]}-layer width-{preset["width"][0]} MLP, SGD lr
+{preset["lr"][0]:g} batch {preset["batch_size"][0]}, MNIST-1D (3200 train / 800 validation / 1000 test),
+{preset["seeds"]} seeds, {preset["epochs"]} epochs (100 steps each: 6000 steps, the MNIST-1D paper's
+training length). **Wall time {wall / 60:.1f} min** for {len(runs)} runs with 2 worker processes (target:
+under 15 min). Load average before/after: {load_before[0]:.1f}/{load_after[0]:.1f} (other work shared the
+machine). Machine: {machine()}.
+
+| # | activation | test accuracy | validation accuracy | s / epoch | doctor at init | runs |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Measured order at depth {ranking.depth}: {ranking.order()} (`>`: Welch's t-test p < {analysis.ALPHA} over
+the seeds, `≈`: within seed noise). Of the {len(ranking.pairs)} pairs the textbook orders, the
+measurement agrees on {ranking.count("agrees")}, disagrees on {ranking.count("disagrees")}, and
+{ranking.count("within seed noise")} are within seed noise{f" ({pairs})" if pairs else ""}.
+
+The report's top ([full page](compare_report.png) is what `trainability report runs/textbook` writes):
+
+![compare report](compare_report.png)
+"""
+    write_section("compare_textbook", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
