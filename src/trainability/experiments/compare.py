@@ -1,8 +1,4 @@
-"""``compare()``: run an experiment grid into a results folder, resumably, and return its results.
-
->>> results = compare("moons", activation=["relu", "tanh"], depth=2, width=16, epochs=1, seeds=1,
-...                   out=getfixture("tmp_path") / "demo", progress=False)  # doctest: +SKIP
-"""
+"""``compare()``: run an experiment grid into a results folder, resumably, and return its results."""
 
 from __future__ import annotations
 
@@ -153,8 +149,13 @@ def compare(
     unless ``retry_failed``), interrupted runs restart from their last epoch checkpoint, and
     values added to a factor run only the new cells. Another grid in the same folder raises
     ``ValueError``; ``force_new`` starts afresh (the old results move to ``out/superseded-<time>/``).
-    ``workers`` local processes, or ``backend="ray"`` (``address=`` for a cluster).
-    Every check of the input happens before the first run starts.
+    ``workers`` local processes, or ``backend="ray"`` (``address=`` for a cluster); from a
+    script, call it under ``if __name__ == "__main__":`` (worker processes import the main
+    module). Every check of the input happens before the first run starts.
+
+    >>> results = compare("moons", activation=["relu", "tanh"], depth=2, width=16, epochs=1,
+    ...                   seeds=1, out="runs/demo", progress=False)  # doctest: +SKIP
+    >>> results.leaderboard()[["activation", "test_mean", "test_std"]]  # doctest: +SKIP
     """
     if getattr(sys.modules.get("__main__"), "__name__", None) == "__mp_main__":
         raise RuntimeError("compare() was called while a worker process imported your script: put the call under "

@@ -14,6 +14,8 @@ from trainability.reporting import color, png, style
 from trainability.reporting.figures import LINESTYLES
 
 Row = dict[str, Any]
+#: Learning-curve panels show at most this many configurations each (the best by validation).
+MAX_CURVES = 6
 
 
 def config_label(row: Row, varying: Sequence[str], skip: Sequence[str] = ("activation",)) -> str:
@@ -37,10 +39,11 @@ def _panels(plt: Any, n: int, columns: int = 3, size: tuple[float, float] = (4.2
 
 
 def learning_curves(epochs: list[Row], activations: Sequence[str], varying: Sequence[str], metric: Metric,
-                    chance: float | None) -> bytes:  # fmt: skip
+                    chance: float | None, top: int = MAX_CURVES) -> bytes:  # fmt: skip
     """One panel per activation: the validation score per epoch, mean over seeds with a min-max
     band; the training score dotted. Where an activation has several configurations, each gets
-    one colour, the same in every panel, and one legend for all."""
+    one colour, the same in every panel, and one legend for all; at most ``top`` per panel (the
+    best by final validation score)."""
     val_key, train_key = ("val_accuracy", "accuracy") if metric.higher_is_better else ("val_loss", "loss")
     series: dict[str, dict[tuple, dict[int, dict[int, Row]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     labels: dict[tuple, str] = {}
@@ -48,6 +51,15 @@ def learning_curves(epochs: list[Row], activations: Sequence[str], varying: Sequ
         key = _config(e)
         series[e["activation"]][key][e["seed_index"]][e["epoch"]] = e
         labels[key] = config_label(e, varying)
+    for activation, configs in series.items():
+        if len(configs) > top:
+            def final(seeds: dict[int, dict[int, Row]]) -> float:
+                last = [s[max(s)][val_key] for s in seeds.values() if s and s[max(s)][val_key] is not None]
+                score = sum(last) / len(last) if last else -math.inf
+                return score if metric.higher_is_better else -score
+
+            best = sorted(configs, key=lambda k: final(configs[k]), reverse=True)[:top]
+            series[activation] = {k: configs[k] for k in best}
     others = list(dict.fromkeys(labels[k] for per in series.values() for k in per))
     several = len(others) > 1  # the configurations besides the activation differ
     with style() as plt:

@@ -123,7 +123,7 @@ def _ranking(results: Any, rankings: list[analysis.Ranking], metric: analysis.Me
                 words = {">": "&gt; (beyond seed noise", "≈": "&asymp; (within seed noise", "?": "? (one seed: untested"}[symbol]
                 right.append(f"<li class='rel'>{words}{f', p = {p:.2g}' if p is not None else ''})</li>")
         agree, disagree, noise = ranking.count("agrees"), ranking.count("disagrees"), ranking.count("within seed noise")
-        pairs = len(ranking.pairs)
+        pairs, untested = len(ranking.pairs), ranking.count("untested")
         lines = []
         for verdict, tone in (("disagrees", "bad"), ("agrees", "good")):
             chosen = [f"{a} &gt; {b}" for a, b, v, _ in ranking.pairs if v == verdict]
@@ -131,7 +131,8 @@ def _ranking(results: Any, rankings: list[analysis.Ranking], metric: analysis.Me
                 lines.append(f"{badge(verdict, tone)} " + ", ".join(chosen if verdict == "agrees" else
                              [f"{b} &gt; {a}" for a, b, v, _ in ranking.pairs if v == verdict]))  # fmt: skip
         summary = (f"Of the {pairs} pairs the textbook orders, the measurement agrees on {agree}, disagrees on {disagree}, "
-                   f"and {noise} are within seed noise." if pairs else "No two of the textbook's activations were measured here.")  # fmt: skip
+                   f"and {noise} are within seed noise" + (f"; {untested} untested (one seed gives no noise estimate)." if untested else ".")
+                   if pairs else "No two of the textbook's activations were measured here.")  # fmt: skip
         dots = image(plots.seed_scores(ranking, activations, metric), f"{metric.label} per seed at depth {ranking.depth}")
         blocks.append(
             f"<h3>Depth {ranking.depth}</h3><div class='columns'><div><p class='note'>textbook</p><ul class='order'>{left}</ul></div>"
@@ -172,14 +173,21 @@ def _doctor(results: Any, runs: list[dict[str, Any]], activations: list[str]) ->
     for r in sorted(runs, key=lambda r: r["seed_index"]):
         seen.setdefault(tuple(r[f] for f in FACTORS), r)
     body = []
+    healthy = [r for r in seen.values() if r["doctor_init"] == "healthy"]
     for r in seen.values():
+        if r["doctor_init"] == "healthy" and len(seen) > 8:
+            continue  # many configurations: list the ones with findings, count the healthy
         findings = json.loads(r["findings_init"]) if r["findings_init"] else []
         first = findings[0] if findings else None
         config = [escape(", ".join(f"{f} {r[f]}" for f in varying))] if varying else []
         body.append([_chip(r["activation"], activations), *config, _verdict_badge(r["doctor_init"]),
                      escape(first["message"]) if first else "&ndash;", escape(first["fix"]) if first else "&ndash;"])  # fmt: skip
     columns = ["activation", *(["configuration"] if varying else []), "verdict", "first finding", "fix"]
-    return Section("The doctor at initialization", table(columns, body),
+    listed = table(columns, body) if body else ""
+    if len(body) < len(seen):
+        listed += paragraph(f"{len(healthy)} of {len(seen)} configurations are healthy at initialization"
+                            + ("; the others are listed above." if body else "."), "note")  # fmt: skip
+    return Section("The doctor at initialization", listed,
                    lead="trainability.doctor.diagnose on 256 training samples before the first step (seed 0 of each configuration).",
                    anchor="doctor")  # fmt: skip
 
@@ -217,9 +225,11 @@ def write_report(results: Any, path: Path) -> Path:
     epochs = results.grid.epochs
     sections = [_leaderboard(results, rows, metric, activations), _ranking(results, rankings, metric, activations)]
     curves = plots.learning_curves(results._joined("epochs"), activations, varying, metric, chance)
+    per_activation = len(rows) // max(len(activations), 1)
+    cut = f" Each panel shows the {plots.MAX_CURVES} best configurations by validation score." if per_activation > plots.MAX_CURVES else ""
     sections.append(Section("Learning curves", image(curves, "learning curves per activation"), anchor="curves",
                             lead="Validation score per epoch (solid: mean over seeds, band: lowest to highest seed); "
-                                 "training score dotted" + ("; dashed line: chance." if chance else ".")))  # fmt: skip
+                                 "training score dotted" + ("; dashed line: chance." if chance else ".") + cut))  # fmt: skip
     layers = results._joined("layers")
     grads = "".join(image(png, f"gradient RMS against depth, depth {d}") for d in results.grid.factors["depth"]
                     if (png := plots.gradients_vs_depth(layers, activations, varying, d, epochs)) is not None)  # fmt: skip
@@ -281,6 +291,8 @@ def leaderboard_text(results: Any) -> str:
     lines = [format_rows(header, rows)]
     for ranking in analysis.rankings(runs):
         if ranking.pairs:
+            untested = ranking.count("untested")
             lines.append(f"\ndepth {ranking.depth}: measured {ranking.order()}; textbook pairs: {ranking.count('agrees')} agree, "
-                         f"{ranking.count('disagrees')} disagree, {ranking.count('within seed noise')} within seed noise")  # fmt: skip
+                         f"{ranking.count('disagrees')} disagree, {ranking.count('within seed noise')} within seed noise"
+                         + (f", {untested} untested (one seed)" if untested else ""))  # fmt: skip
     return "\n".join(lines)
