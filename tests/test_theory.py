@@ -109,6 +109,9 @@ def test_tanh_with_glorot_and_no_bias_decays_slower_than_geometrically():
     assert theory.fixed_point("tanh", 1.0, 0.0) == 0.0
     assert "slower than geometrically" in theory.signal("tanh", 1.0, 0.0)
     assert theory.summary("relu", 2.0)["fixed_point"] == "finite"  # scale-free: every q is kept
+    # the finite-depth trainable depth is defined with or without a fixed point
+    assert theory.summary("relu", 1 / 3)["trainable_depth"] == 6  # sqrt(1/6)^6 is past 1/100
+    assert theory.summary("relu", 2.0)["trainable_depth"] == math.inf
 
 
 def test_chi_accurate_where_the_pre_activation_is_large():

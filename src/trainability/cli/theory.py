@@ -36,7 +36,7 @@ def _depth(args: argparse.Namespace) -> int:
     variance = args.weight_variance
     if variance is None:
         variance = theory.weight_variance_of(args.init, args.width)
-    summary = theory.summary(args.activation, variance, args.bias_variance)
+    summary = theory.summary(args.activation, variance, args.bias_variance, input_variance=args.input_variance)
     p = theory.propagate(args.activation, variance, args.bias_variance, args.input_variance, depth=args.depth or 1)
     finite = {"input_variance": args.input_variance, "crossing_depth": p.crossing_depth,
               "trainable_depth": p.trainable_depth, "direction": p.direction}  # fmt: skip

@@ -33,6 +33,7 @@ hyperparameters) or torch-traceable callable works.
 27
 """
 
+from trainability.theory.finite_depth import CROSSING_RATIO, MAX_EXTRA_DEPTH, Propagation, propagate
 from trainability.theory.meanfield import (
     TRAINABLE_DEPTH_MULTIPLE,
     ActivationLike,
@@ -48,7 +49,6 @@ from trainability.theory.meanfield import (
     summary,
     weight_variance_of,
 )
-from trainability.theory.finite_depth import CROSSING_RATIO, MAX_EXTRA_DEPTH, Propagation, propagate
 
 __all__ = [
     "CROSSING_RATIO",

@@ -244,13 +244,19 @@ def signal(activation: ActivationLike, weight_variance: float, bias_variance: fl
     return f"no finite fixed point: the signal grows without bound, {pace}"
 
 
-def summary(activation: ActivationLike, weight_variance: float, bias_variance: float = 0.0, **hyperparameters: Any) -> dict[str, Any]:
+def summary(activation: ActivationLike, weight_variance: float, bias_variance: float = 0.0, *,
+            input_variance: float = 1.0, **hyperparameters: Any) -> dict[str, Any]:  # fmt: skip
     """Everything above for one pairing, as ``trainability theory depth`` prints it.
 
     ``fixed_point`` is ``"finite"`` or ``"none"``; with none, ``q_star`` is 0.0 or ``inf``,
-    ``chi_1`` its limit there, ``xi_c``, ``xi_q`` and ``max_trainable_depth`` are ``nan``, and
-    ``signal`` says how the signal decays or grows instead.
+    ``chi_1`` its limit there, ``xi_c``, ``xi_q`` and ``max_trainable_depth`` (6 xi_c) are
+    ``nan``, and ``signal`` says how the signal decays or grows instead. ``trainable_depth`` is
+    the finite-depth one, defined either way: the deepest stack of this pairing, fed inputs of
+    second moment ``input_variance``, whose gradient gain to its first layer stays within 100x
+    (:func:`trainability.theory.propagate`; ``inf`` for no limit).
     """
+    from trainability.theory.finite_depth import propagate
+
     q = fixed_point(activation, weight_variance, bias_variance, **hyperparameters)
     chi1 = chi(activation, weight_variance, bias_variance, **hyperparameters)
     xi = depth_scale(activation, weight_variance, bias_variance, **hyperparameters)
@@ -265,7 +271,9 @@ def summary(activation: ActivationLike, weight_variance: float, bias_variance: f
         "xi_c": xi,
         "xi_q": length_depth_scale(activation, weight_variance, bias_variance, **hyperparameters),
         "max_trainable_depth": TRAINABLE_DEPTH_MULTIPLE * xi,
-    }
+        "trainable_depth": propagate(activation, weight_variance, bias_variance, input_variance, depth=1,
+                                     **hyperparameters).trainable_depth,
+    }  # fmt: skip
 
 
 def activation_moments(

@@ -139,6 +139,9 @@ def plot_phase(phase: Phase, path: str | Path, multiples: tuple[float, ...] = (1
     xi = np.array([theory.depth_scale(phase.activation, float(s), phase.bias_variance) for s in fine])
     for k, style in zip(multiples, ("w:", "w--", "w-"), strict=False):
         ax.plot(fine, np.minimum(k * xi, max(d) * 1.5), style, lw=2, label=f"{k:g} xi_c")
+    # the finite-depth prediction, defined also where there is no fixed point (xi_c is nan there)
+    trainable = [theory.propagate(phase.activation, float(s), phase.bias_variance, depth=1).trainable_depth for s in fine]
+    ax.plot(fine, np.minimum(trainable, max(d) * 1.5), color="tab:orange", lw=2, label="gradient within 100x")
     ax.set_ylim(_edges(d)[0], _edges(d)[-1])
     ax.set_xlabel("sigma_w^2 (fan_in x weight variance)")
     ax.set_ylabel("depth (hidden layers)")
