@@ -74,6 +74,7 @@ class Store:
                     raise ValueError(f"{self.folder} holds no results ({FILE} is missing): run trainability compare --out {self.folder} first")
                 self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None)
             else:
+                self.folder.mkdir(parents=True, exist_ok=True)
                 self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
