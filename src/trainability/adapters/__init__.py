@@ -92,6 +92,10 @@ class Weight:
         return self.tensor.numel()
 
 
+def _join(name: str, part: str) -> str:
+    return f"{name}.{part}" if name else part
+
+
 def _dense(name: str, module: nn.Module) -> list[Weight]:
     return [Weight(name, name, module, "weight", "dense", compute_fans(module.weight.shape))]
 
@@ -111,13 +115,13 @@ def _attention(name: str, module: nn.MultiheadAttention) -> list[Weight]:
     out: list[Weight] = []
     for i, (part, role) in enumerate((("q", "attention_q"), ("k", "attention_k"), ("v", "attention_v"))):
         if module.in_proj_weight is not None:
-            out.append(Weight(f"{name}.in_proj.{part}", name, module, "in_proj_weight", role,  # type: ignore[arg-type]
+            out.append(Weight(_join(name, f"in_proj.{part}"), name, module, "in_proj_weight", role,  # type: ignore[arg-type]
                               (e, e), rows=(i * e, (i + 1) * e)))  # fmt: skip
         else:
             w = getattr(module, f"{part}_proj_weight")
-            out.append(Weight(f"{name}.{part}_proj", name, module, f"{part}_proj_weight", role,  # type: ignore[arg-type]
+            out.append(Weight(_join(name, f"{part}_proj"), name, module, f"{part}_proj_weight", role,  # type: ignore[arg-type]
                               compute_fans(w.shape)))  # fmt: skip
-    out.append(Weight(f"{name}.out_proj", name, module.out_proj, "weight", "attention_out",
+    out.append(Weight(_join(name, "out_proj"), name, module.out_proj, "weight", "attention_out",
                       compute_fans(module.out_proj.weight.shape)))  # fmt: skip
     return out
 
@@ -130,7 +134,7 @@ def _recurrent(name: str, module: nn.Module) -> list[Weight]:
             continue
         rows = p.shape[0] // gates
         role = "recurrent_input" if param.startswith("weight_ih") else "recurrent_hidden"
-        out.append(Weight(f"{name}.{param}", name, module, param, role, (int(p.shape[1]), int(rows)), gates=gates))  # type: ignore[arg-type]
+        out.append(Weight(_join(name, param), name, module, param, role, (int(p.shape[1]), int(rows)), gates=gates))  # type: ignore[arg-type]
     return out
 
 
@@ -240,8 +244,8 @@ def attention_layers(model: nn.Module) -> list[Attention]:
             fan_in, fan_out = w.fans
             if fan_out == 3 * fan_in:
                 e = fan_in
-                q = Weight(f"{name}.q", name, module, w.parameter, "attention_q", (e, e), rows=(0, e), transposed=w.transposed)
-                k = Weight(f"{name}.k", name, module, w.parameter, "attention_k", (e, e), rows=(e, 2 * e), transposed=w.transposed)
+                q = Weight(_join(name, "q"), name, module, w.parameter, "attention_q", (e, e), rows=(0, e), transposed=w.transposed)
+                k = Weight(_join(name, "k"), name, module, w.parameter, "attention_k", (e, e), rows=(e, 2 * e), transposed=w.transposed)
                 found.append(Attention(name, q, k, name, name))
     for parent_name, parent in modules.items():
         children = {n.lower(): (n, m) for n, m in parent.named_children()}
@@ -316,6 +320,9 @@ def example_batch(model: nn.Module, batch: int = 2) -> Any:
     if isinstance(first, CONV_TYPES):
         dims = first.weight.dim() - 2
         shape = (batch, first.in_channels, *([{1: 64, 2: 32, 3: 16}[dims]] * dims))
+        return torch.randn(shape, dtype=param.dtype, device=param.device)
+    if isinstance(first, nn.MultiheadAttention):  # inside an encoder that takes (batch, seq, embed)
+        shape = (batch, 16, first.embed_dim) if first.batch_first else (16, batch, first.embed_dim)
         return torch.randn(shape, dtype=param.dtype, device=param.device)
     if isinstance(first, nn.RNNBase):
         shape = (batch, 16, first.input_size) if first.batch_first else (16, batch, first.input_size)

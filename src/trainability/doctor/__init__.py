@@ -82,7 +82,7 @@ def _blocks(capture: Capture) -> list[BlockStats]:
     """The residual stream, block by block (empty for a network without residual blocks)."""
     modules = dict(capture.model.named_modules())
     return [BlockStats(name, type(modules[name.removesuffix(":output")]).__name__, e.get("mean", math.nan),
-                       e.get("std", math.nan), e.get("grad_rms"), e.get("unit_grad_rms"))
+                       e.get("std", math.nan), e.get("grad_rms"), e.get("unit_grad_rms"), e.get("shape"))
             for name, e in capture.stream_points()]  # fmt: skip
 
 

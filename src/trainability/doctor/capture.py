@@ -306,6 +306,7 @@ class Capture:
             return
         dtype = self._dtype or t.dtype
         entry: dict[str, Any] = {"group": group, "index": index, "side": side, "numel": t.numel(), "order": len(self._point_of),
+                                 "shape": tuple(t.shape),
                                  "sum": t.detach().sum(dtype=dtype), "norm": torch.linalg.vector_norm(t.detach(), dtype=dtype)}  # fmt: skip
         self.points[name] = entry
         self._point_of[id(t)] = name

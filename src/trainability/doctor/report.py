@@ -66,6 +66,7 @@ class BlockStats:
     std: float
     grad_rms: float | None
     unit_grad_rms: float | None = None
+    shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,10 @@ only for growth: an output layer that starts small gives near-uniform first pred
 is the recommended start, while one that starts large makes them confidently wrong. There that is
 also measured directly: with a cross-entropy loss, a first loss above ln(C) + ln(10) (the true
 class gets on average a tenth of the uniform probability 1/C) names the output layer, since the
-normalized features it reads cannot be what is too large. (In a plain stack the features' scale
-wanders with depth at finite width, so the compounded variances are judged there instead.)
+normalized features it reads cannot be what is too large; this applies when the last
+normalization runs after every residual branch (a final norm or post-norm blocks). (In a plain
+stack the features' scale wanders with depth at finite width, so the compounded variances are
+judged there instead.)
 """
 
 from __future__ import annotations
@@ -91,9 +93,18 @@ def init_mismatch(ev: Evidence) -> list[Finding]:
             f"re-initialize layers {span(names)} with {' / '.join(targets)} (trainability.initialize(model))",
             {"op": "reinitialize", "layers": names, "init": targets[0] if len(targets) == 1 else "auto"},
         ))  # fmt: skip
-    if not findings and normalized_network:
+    if not findings and _head_reads_normalized(ev):
         findings += _overconfident_start(ev)
     return findings
+
+
+def _head_reads_normalized(ev: Evidence) -> bool:
+    """Does the last normalization run after every residual branch's last layer (a final norm,
+    or post-norm blocks), so that the layers after it read normalized features?"""
+    norms = [i for i, (_, m) in enumerate(ev.order) if is_norm(m)]
+    in_blocks = [i for i, (n, _) in enumerate(ev.order)
+                 if n in ev.links and any(n.startswith(b + ".") for b in ev.block_modules)]  # fmt: skip
+    return bool(norms) and (not in_blocks or norms[-1] > in_blocks[-1])
 
 
 def _overconfident_start(ev: Evidence) -> list[Finding]:
