@@ -237,15 +237,15 @@ def _run(store: Any, grid: Grid, cells: list[Cell], data: DataSpec, folder: Path
         bar.update(done - bar.n)
 
     def on_result(task: Task, outcome: Any) -> None:
-        if isinstance(outcome, Lost):
+        if isinstance(outcome, Lost):  # its checkpoint stays: the next call resumes from it
             store.save_lost(task.id, outcome.reason, name)
             state = "lost"
             lost.append(outcome.reason)
         else:
             store.save(outcome, name)
             state = outcome.status
+            shutil.rmtree(folder / CHECKPOINTS / task.id, ignore_errors=True)
         counts[state] = counts.get(state, 0) + 1
-        shutil.rmtree(folder / CHECKPOINTS / task.id, ignore_errors=True)
         bar = run_bars.pop(task.id, None)
         if bar is not None:
             bar.close()
