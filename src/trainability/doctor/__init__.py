@@ -219,6 +219,9 @@ def diagnose(
             found += rules.init_mismatch(evidence)
             found += rules.unit_health(evidence)
             found += rules.attention_saturation(evidence)
-            found += rules.beyond_depth_scale(evidence, list(model.named_modules()))
+            if any(f.kind in ("vanishing_gradients", "exploding_gradients") for f in found):
+                # the theory explains a measured problem; where the measurement on this very network
+                # shows none, the mean-field prediction for a typical draw is not a finding
+                found += rules.beyond_depth_scale(evidence, list(model.named_modules()))
         found += rules.self_normalization(evidence, list(model.named_modules()))
     return Report(layers=layers, findings=found, loss=loss_value, batch_size=batch_size, blocks=stream, time=time)
