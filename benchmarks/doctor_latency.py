@@ -1,8 +1,10 @@
 """How long one diagnosis takes next to one plain training step, case by case.
 
-Each case is a model with a batch: by default 100-layer, width-100 ReLU MLPs at batch 256,
-initialized with ``torch.nn.init.kaiming_normal_``, ``xavier_uniform_``, PyTorch's default and
-the presets (``trainability.initialize``). The plain step is forward, loss, backward and
+Each case is a model with a batch: 100-layer, width-100 ReLU MLPs at batch 256, initialized with
+``torch.nn.init.kaiming_normal_``, ``xavier_uniform_``, PyTorch's default and the presets
+(``trainability.initialize``); a BERT-style encoder from ``transformers`` (4 layers, hidden 64,
+batch 32 of 64 tokens, labels in the batch: the model's own loss); an LSTM classifier (2 layers of
+128, 100 steps, batch 32), where the doctor also records the gradient at every time step. The plain step is forward, loss, backward and
 zero_grad. Within a case the two are timed alternately, one repetition each in turn, so that the
 shared machine's noise hits both alike; the theory's cache is cleared before every diagnosis, so
 each one pays for ``beyond_depth_scale``'s prediction as a fresh model would. Medians and their
@@ -33,6 +35,7 @@ from torch import nn
 
 import trainability.doctor.rules as rules
 from trainability import initialize, mlp
+from trainability.batches import Batch, model_loss
 from trainability.doctor import diagnose
 from trainability.theory import finite_depth
 
@@ -43,7 +46,7 @@ TARGET = 3.0
 class Case:
     name: str
     model: Callable[[], nn.Module]
-    batch: Callable[[], tuple[Any, torch.Tensor]]  # (inputs, targets)
+    batch: Callable[[], tuple[Any, torch.Tensor | None]]  # (inputs, targets); a dict with labels: no targets
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
 
 
@@ -71,11 +74,42 @@ def _mlp_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(256, 100), torch.randint(0, 10, (256,))
 
 
+def _bert() -> nn.Module:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    config = transformers.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                                     intermediate_size=256, num_labels=5)  # fmt: skip
+    return transformers.BertForSequenceClassification(config)
+
+
+def _bert_batch() -> tuple[dict[str, torch.Tensor], None]:
+    ids = torch.randint(0, 1000, (32, 64))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 5, (32,))}, None
+
+
+class _LSTMClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(1000, 64)
+        self.lstm = nn.LSTM(64, 128, num_layers=2, batch_first=True)
+        self.head = nn.Linear(128, 5)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(self.embed(ids))[0][:, -1])
+
+
+def _lstm_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randint(0, 1000, (32, 100)), torch.randint(0, 5, (32,))
+
+
 CASES = [
     Case("ReLU MLP, kaiming_normal_", _mlp(_each_linear(nn.init.kaiming_normal_)), _mlp_batch),
     Case("ReLU MLP, xavier_uniform_", _mlp(_each_linear(nn.init.xavier_uniform_)), _mlp_batch),
     Case("ReLU MLP, PyTorch default", _mlp(None), _mlp_batch),
     Case("ReLU MLP, presets (trainability.initialize)", _mlp(initialize), _mlp_batch),
+    Case("BERT-style encoder (transformers, 4 x 64)", _bert, _bert_batch),
+    Case("LSTM classifier (2 x 128, 100 steps)", _LSTMClassifier, _lstm_batch),
 ]
 
 
@@ -99,13 +133,17 @@ def measure(case: Case, repeats: int, rule_times: list[float]) -> dict[str, floa
     torch.manual_seed(0)
     model, (x, y) = case.model(), case.batch()
 
+    batch = Batch.of(x, y)
+
     def step() -> None:
-        case.loss(model(x), y).backward()
+        output = batch(model)
+        loss = model_loss(output) if y is None else case.loss(output, y)
+        loss.backward()
         model.zero_grad(set_to_none=True)
 
     def doctor() -> None:
         finite_depth._propagate.cache_clear()  # every diagnosis predicts afresh
-        diagnose(model, x, y, loss_fn=case.loss)
+        diagnose(model, x, y, loss_fn=None if y is None else case.loss)
 
     for _ in range(5):  # warm-up
         step()
@@ -134,7 +172,8 @@ def main() -> None:
     rule_times = _timed_rule()
     results = [(case, measure(case, args.repeats, rule_times)) for case in CASES]
     rows = "\n".join(
-        f"| {case.name} | {r['step']:.2f} | {r['doctor']:.2f} | **{r['ratio']:.2f}x** | {r['rule']:.2f} |"
+        f"| {case.name} | {r['step']:.2f} | {r['doctor']:.2f} | **{r['ratio']:.2f}x** | "
+        f"{'not run' if r['rule'] != r['rule'] else format(r['rule'], '.2f')} |"
         for case, r in results
     )
     worst_case, worst = max(results, key=lambda cr: cr[1]["ratio"])
@@ -145,7 +184,9 @@ def main() -> None:
     body = f"""## Doctor latency (`benchmarks/doctor_latency.py`)
 
 `diagnose(model, x, y)` against one plain step (forward + loss + backward + zero_grad), {args.repeats}
-alternating repetitions per case, medians; 100-layer, width-100 ReLU MLPs at batch 256. The
+alternating repetitions per case, medians; 100-layer, width-100 ReLU MLPs at batch 256, a
+BERT-style encoder (4 layers, hidden 64, batch 32 x 64 tokens) and an LSTM classifier (2 x 128,
+100 steps, batch 32). The
 theory's cache is cleared before every diagnosis, so each pays for `beyond_depth_scale`'s
 finite-depth prediction (`trainability.theory.propagate`) as a fresh model would.
 Machine: {machine()}; 1-minute load average {load:.1f} at the start (the machine is shared).
@@ -154,7 +195,8 @@ Machine: {machine()}; 1-minute load average {load:.1f} at the start (the machine
 |---|---|---|---|---|
 {rows}
 
-{verdict}
+{verdict} `beyond_depth_scale` runs only to explain a measured vanishing or exploding gradient
+("not run": the network's own gradients are within 100x).
 """
     write_section("doctor_latency", body)
     print(body)
