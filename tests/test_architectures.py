@@ -310,3 +310,28 @@ def test_promised_names_exist_exactly_as_written():
     for name in ("chi", "fixed_point", "depth_scale", "critical_weight_variance", "max_trainable_depth"):
         assert callable(getattr(trainability.theory, name)), name
     assert callable(trainability.init.VarianceScaling) and callable(trainability.activations.AlphaDropout)
+
+
+def test_doctor_command_uses_example_batch_from_the_model_file(tmp_path, capsys):
+    import json
+
+    from trainability.cli import main
+
+    source = tmp_path / "encoder.py"
+    source.write_text(
+        "import torch, transformers\n"
+        "def build(layers=2):\n"
+        "    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=layers,\n"
+        "                                     num_attention_heads=2, intermediate_size=32, num_labels=2)\n"
+        "    return transformers.BertForSequenceClassification(config)\n"
+        "def example_batch():\n"
+        "    ids = torch.randint(0, 50, (4, 10), generator=torch.Generator().manual_seed(0))\n"
+        "    return {'input_ids': ids, 'labels': torch.tensor([0, 1, 0, 1])}\n"
+    )
+    assert main(["doctor", f"{source}:build(layers=3)", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["blocks"]) == 4 and not report["findings"]
+    assert any(row["name"] == "bert.encoder.layer.2.output.dense" for row in report["layers"])
+    source.write_text(source.read_text().replace("return {", "raise RuntimeError('no data here'); return {"))
+    assert main(["doctor", f"{source}:build"]) == 2
+    assert "example_batch() failed: RuntimeError: no data here" in capsys.readouterr().err
