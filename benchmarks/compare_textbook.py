@@ -49,11 +49,16 @@ def main() -> None:
         board = analysis.leaderboard(runs)
         (ranking,) = analysis.rankings(runs)
     preset = PRESETS["textbook"]
-    rows = []
+    def pm(mean: float, std: float) -> str:
+        return "-" if mean != mean else f"{mean:.3f} ± {std:.3f}"
+
+    rows, failures = [], []
     for r in board:
-        rows.append(f"| {r['rank']} | {r['activation']} | {r['test_mean']:.3f} ± {r['test_std']:.3f} | "
-                    f"{r['val_mean']:.3f} ± {r['val_std']:.3f} | {r['seconds_per_epoch']:.2f} | {r['doctor_init']} | "
-                    f"{r['finished']}/{r['runs']} |")  # fmt: skip
+        spe = "-" if r["seconds_per_epoch"] != r["seconds_per_epoch"] else f"{r['seconds_per_epoch']:.2f}"
+        rows.append(f"| {r['rank']} | {r['activation']} | {pm(r['test_mean'], r['test_std'])} | {pm(r['val_mean'], r['val_std'])} | "
+                    f"{spe} | {r['doctor_init']} | {r['finished']}/{r['runs']}" + (f" ({r['failed']} failed)" if r["failed"] else "") + " |")  # fmt: skip
+        if r["failure"]:
+            failures.append(f"- {r['activation']}: {r['failure']}")
     pairs = ", ".join(f"{a} > {b}: {v}" for a, b, v, _ in ranking.pairs if v != "within seed noise")
     body = f"""
 ## The textbook's question, measured (`benchmarks/compare_textbook.py`)
@@ -69,7 +74,7 @@ machine). Machine: {machine()}.
 | # | activation | test accuracy | validation accuracy | s / epoch | doctor at init | runs |
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}
-
+{(chr(10) + "Failed runs (first reason per configuration):" + chr(10) + chr(10).join(failures) + chr(10)) if failures else ""}
 Measured order at depth {ranking.depth}: {ranking.order()} (`>`: Welch's t-test p < {analysis.ALPHA} over
 the seeds, `≈`: within seed noise). Of the {len(ranking.pairs)} pairs the textbook orders, the
 measurement agrees on {ranking.count("agrees")}, disagrees on {ranking.count("disagrees")}, and

@@ -62,6 +62,7 @@ def test_a_run_whose_loss_turns_nan_is_recorded_as_failed_and_the_grid_goes_on(t
     assert runs.loc[1e12, "status"] == "failed"
     reason = runs.loc[1e12, "reason"]
     assert reason.startswith("stopped at epoch 1: ") and ("nan" in reason.lower() or "inf" in reason.lower())
+    assert runs.loc[1e12, "doctor_init"] == "healthy"  # what the failed run measured before it failed is kept
 
 
 def _store_bytes(folder):

@@ -33,6 +33,7 @@ from torch import nn
 #: ``progress(task_id, epochs_done, epochs_total)``, called after every epoch.
 Progress = Callable[[str, int, int], None]
 DOCTOR_SAMPLES = 256
+EPOCH_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "steps")
 
 
 @dataclass(frozen=True)
@@ -208,28 +209,29 @@ def _evaluate(model: nn.Module, split: Any) -> tuple[float, float | None]:
 def train(task: Task, progress: Progress | None = None) -> Outcome:
     """Run one task to the end and return its :class:`Outcome`; never raises for a failed run."""
     start = time.perf_counter()
+    outcome = Outcome(task.id, "finished")
     try:
-        outcome = _train(task, progress)
+        _train(task, progress, outcome)
     except Exception as exc:  # noqa: BLE001 - a failed run is a result, the grid goes on
         last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = f" ({Path(last.filename).name}:{last.lineno})" if last else ""
-        outcome = Outcome(task.id, "failed", f"{type(exc).__name__}: {exc}{where}")
+        outcome.status, outcome.reason = "failed", f"{type(exc).__name__}: {exc}{where}"
     outcome.seconds = time.perf_counter() - start
     outcome.environment = environment()
     return outcome
 
 
-def _train(task: Task, progress: Progress | None) -> Outcome:
+def _train(task: Task, progress: Progress | None, outcome: Outcome) -> None:
+    """Fill ``outcome`` as the run goes, so a run that fails half-way keeps what it measured."""
     from trainability import Monitor, fit
 
     torch.set_flush_denormal(True)  # saturated sigmoid stacks make denormal floats, slow on CPUs
     splits = task.data.load()
     batch = (splits.train.x[:DOCTOR_SAMPLES], splits.train.y[:DOCTOR_SAMPLES])
     model = task.model.build(splits.in_features, splits.n_outputs, seed=task.seed, sample=batch[0])
-    at_init, verdict = _diagnose(model, batch)
+    at_init, outcome.doctor["init"] = _diagnose(model, batch)
     positions = {s.name: p for p, s in _weight_rows(model, at_init)}
-    outcome = Outcome(task.id, "finished", doctor={"init": verdict},
-                      layers=_layer_records(model, at_init, "doctor", 0))  # fmt: skip
+    outcome.layers = _layer_records(model, at_init, "doctor", 0)
 
     spec = task.train
     steps_per_epoch = math.ceil(splits.train.samples / spec.batch_size)
@@ -241,37 +243,35 @@ def _train(task: Task, progress: Progress | None) -> Outcome:
 
         scratch = tempfile.TemporaryDirectory(prefix="trainability-run-")
         checkpoints = scratch.name
+    batch_rows = min(spec.batch_size, splits.train.samples)
+    stopped = None
     try:
-        history = None
         done = _epochs_in_checkpoint(checkpoints)
         outcome.resumed_from = done
         for epoch in range(max(done, 1), spec.epochs + 1):  # one epoch per call: fit resumes from its checkpoint
             history = fit(model, splits.train, val_data=splits.validation, epochs=epoch, batch_size=spec.batch_size,
                           optimizer=spec.optimizer, lr=spec.lr, monitor=monitor, seed=task.seed,
                           checkpoint_dir=checkpoints, progress=False)  # fmt: skip
+            outcome.epochs = [{k: e.get(k) for k in EPOCH_KEYS} for e in history.epochs]
             if progress is not None:
                 progress(task.id, len(history.epochs), spec.epochs)
             if history.stopped:
+                found = [f for f in history.findings if f.kind == "non_finite"]
+                stopped = found[0].message if found else "the loss became NaN or infinite"
                 break
     finally:
         monitor.close()
         if scratch is not None:
             scratch.cleanup()
-    assert history is not None
-    outcome.epochs = [{k: e.get(k) for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "steps")}
-                      for e in history.epochs]  # fmt: skip
-    outcome.layers += _monitor_records(model, monitor.rows, positions, steps_per_epoch, min(spec.batch_size, splits.train.samples))
-    if history.stopped:
-        found = [f for f in history.findings if f.kind == "non_finite"]
-        why = found[0].message if found else "the loss became NaN or infinite"
-        outcome.status, outcome.reason = "failed", f"stopped at epoch {len(history.epochs) + 1}: {why}"
-        return outcome
+        outcome.layers += _monitor_records(model, monitor.rows, positions, steps_per_epoch, batch_rows)
+    if stopped is not None:
+        outcome.status, outcome.reason = "failed", f"stopped at epoch {len(outcome.epochs) + 1}: {stopped}"
+        return
     at_end, outcome.doctor["end"] = _diagnose(model, batch)
     outcome.layers += _layer_records(model, at_end, "doctor", spec.epochs)
     outcome.test_loss, outcome.test_accuracy = _evaluate(model, splits.test)
     if not math.isfinite(outcome.test_loss):
         outcome.status, outcome.reason = "failed", "the test loss is NaN or infinite after training"
-    return outcome
 
 
 def _epochs_in_checkpoint(folder: str) -> int:
