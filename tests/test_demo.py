@@ -21,12 +21,8 @@ REDUCED = DemoSettings(depth=20, width=64, epochs=10)  # a few seconds; the full
 def story():
     lines: list[str] = []
     rng, threads = torch.get_rng_state(), torch.get_num_threads()
-    torch.set_num_threads(1)  # small matrices: one thread is as fast, and far faster on a busy machine
-    try:
-        result = run_demo(datasets.load("digits"), REDUCED, progress=False, echo=lines.append)
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(torch.get_rng_state(), rng)  # the caller's RNG is left alone
+    result = run_demo(datasets.load("digits"), REDUCED, progress=False, echo=lines.append)  # on one thread
+    assert torch.equal(torch.get_rng_state(), rng) and torch.get_num_threads() == threads  # both left alone
     return result, "\n".join(lines)
 
 
@@ -86,6 +82,8 @@ def test_settings_are_checked():
         DemoSettings(lr=0.0)
     with pytest.raises(ValueError, match="momentum must be in"):
         DemoSettings(momentum=1.0)
+    with pytest.raises(ValueError, match="threads must be a positive int or None, got 0"):
+        run_demo(None, threads=0)
 
 
 def test_cli_ends_with_the_pictures_path(capsys, tmp_path):

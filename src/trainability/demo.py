@@ -153,14 +153,30 @@ def run_demo(
     *,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
+    threads: int | None = 1,
 ) -> DemoResult:
     """Run the story on ``data`` (:class:`trainability.datasets.Splits` of a classification set:
     ``train`` and ``validation``) and return what was measured.
 
     ``echo`` receives the story's text as it unfolds (the CLI passes ``print``); ``progress``
-    shows a progress bar per network on stderr. The caller's global RNG is left as it was.
+    shows a progress bar per network on stderr. ``threads`` is torch's intra-op thread count
+    while the demo runs (``None``: leave it): one by default, because the matrices are small
+    (100 x 100, batch 32) so more threads do not help, several threads per process on a busy
+    machine slow each other down many-fold, and the numbers then do not depend on the core
+    count. The caller's thread count and global RNG are left as they were.
     """
-    settings = settings or DemoSettings()
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(data, settings or DemoSettings(), progress, echo)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(data: Any, settings: DemoSettings, progress: bool, echo: Callable[[str], None] | None) -> DemoResult:
     if not data.classification:
         raise ValueError(f"the demo trains classifiers; {data.name} is a regression set: use e.g. digits")
     say = echo or (lambda _text: None)
@@ -182,7 +198,7 @@ def run_demo(
         sick_report = diagnose(sick, x, y)
         say(f"\n== 1. {s.depth} ReLU layers with PyTorch's default init ==\n")
         say(sick_report.verdict())
-        say("\n" + _why_default())
+        say("\n" + _why_default(s.width))
 
         fixed = copy.deepcopy(sick)
         plan = initialize(fixed, seed=s.seed)
@@ -214,15 +230,18 @@ def run_demo(
     return DemoResult(s, data.name, chance, plan, default, healthy, lessons[0], lessons[1], time.perf_counter() - start)
 
 
-def _why_default() -> str:
+def _why_default(width: int) -> str:
     """Why PyTorch's default init fails a deep ReLU net, in numbers from mean-field theory."""
     from trainability import theory
 
-    default, he = theory.summary("relu", 1 / 3), theory.summary("relu", 2.0)
+    # nn.Linear's default: weights and biases U(+-1/sqrt(fan_in)), so sigma_w^2 = 1/3, sigma_b^2 = 1/(3 fan_in)
+    default, he = theory.summary("relu", 1 / 3, 1 / (3 * width)), theory.summary("relu", 2.0)
+    depth = default["max_trainable_depth"]
     text = (f"why: nn.Linear draws U(+-1/sqrt(fan_in)), a weight variance of 1/(3 fan_in), where a ReLU needs "
             f"2/fan_in (He). Mean-field theory: chi_1 = {default['chi_1']:.3g} a layer ({default['phase']} phase), so "
-            f"signals and gradients shrink about {1 / default['chi_1']:.0f}x a layer and the trainable depth is about "
-            f"{default['max_trainable_depth']:.0f} layers; He init gives chi_1 = {he['chi_1']:.3g} ({he['phase']}).")  # fmt: skip
+            f"gradients shrink about {1 / default['chi_1']:.0f}x a layer"
+            + (f" and the trainable depth is about {depth:.0f} layers" if math.isfinite(depth) else "")
+            + f"; He init gives chi_1 = {he['chi_1']:.3g} ({he['phase']}).")  # fmt: skip
     return textwrap.fill(text, 100, subsequent_indent="     ")
 
 
