@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainability import adapters
+
 
 @dataclass
 class Batch:
@@ -89,7 +91,9 @@ class Batch:
         return Batch(tuple(cut(a) for a in self.args), {k: cut(v) for k, v in self.kwargs.items()}, cut(self.targets))
 
     def __call__(self, model: nn.Module) -> Any:
-        return model(*self.args, **self.kwargs)
+        """``model(*args, **kwargs)``, with what the model's library needs besides (a Keras
+        model's ``training``, from its train/eval flag; :func:`trainability.adapters.call_options`)."""
+        return model(*self.args, **{**adapters.call_options(model), **self.kwargs})
 
 
 def output_tensor(output: Any) -> torch.Tensor | None:

@@ -2,7 +2,9 @@
 
 Three strategies, tried in order:
 
-1. ``sequential``: an ``nn.Sequential`` (nested ones too) is read in module order.
+1. ``sequential``: an ``nn.Sequential`` (nested ones too) is read in module order; a Keras
+   ``Sequential`` in layer order, and a Keras functional model along its own layer graph
+   (``graph``); see :mod:`trainability.adapters.keras`.
 2. ``fx``: any other model is traced with ``torch.fx``; each weight layer's output is followed
    through the data-flow graph, across normalization, dropout, pooling, reshaping and additions
    (a residual sum), to the first activation module, function (``F.relu``) or tensor method
@@ -32,7 +34,7 @@ from trainability import activations, adapters
 from trainability.activations import ActivationSpec
 from trainability.batches import Batch
 
-Method = Literal["sequential", "fx", "probe"]
+Method = Literal["sequential", "graph", "fx", "probe"]
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
@@ -59,9 +61,20 @@ _NORM_NAMES = ("LayerNorm", "RMSNorm", "GroupNorm", "BatchNorm", "InstanceNorm")
 def is_norm(module: nn.Module) -> bool:
     """A normalization layer: torch's (BatchNorm, LayerNorm, GroupNorm, RMSNorm) or another
     library's, recognized by its class name (``LlamaRMSNorm``, ``T5LayerNorm``)."""
-    return isinstance(module, NORM_TYPES) or (
+    return isinstance(module, NORM_TYPES) or _keras_is(module, "is_norm") or (
         type(module).__name__.endswith(_NORM_NAMES) and not adapters.is_weight_module(module)
     )
+
+
+def _keras_is(module: nn.Module, predicate: str) -> bool:
+    """A Keras layer's kind (``is_norm``, ``is_transparent``), asked of the Keras adapter."""
+    keras = adapters.keras_of(module)
+    return keras is not None and getattr(keras, predicate)(module)
+
+
+def is_transparent(module: nn.Module) -> bool:
+    """Does the module pass each unit's signal on unchanged in kind (dropout, pooling, reshaping)?"""
+    return isinstance(module, TRANSPARENT_TYPES) or _keras_is(module, "is_transparent")
 
 
 def is_weight_layer(module: nn.Module) -> bool:
@@ -99,7 +112,13 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def hooked_modules(model: nn.Module) -> list[tuple[str, nn.Module, list[adapters.Weight]]]:
     """What a pass watches: every weight module with its weights, and every other leaf module
-    (with no weights), in registration order; a weight module's claimed children are left out."""
+    (with no weights), in registration order; a weight module's claimed children are left out.
+    A Keras model's leaf layers are listed in layer order, a fused activation split out
+    (:func:`trainability.adapters.keras.hooked_modules`)."""
+    keras = adapters.keras_of(model)
+    if keras is not None:
+        keras.check(model)
+        return keras.hooked_modules(model)
     weight_mods = adapters.weight_modules(model)
     by_name = {n: (n, m, ws) for n, m, ws in weight_mods}
     claimed = {c for n, m, _ in weight_mods for c, _ in m.named_modules(prefix=n) if c != n}
@@ -166,8 +185,32 @@ def _walk(leaves: list[tuple[str, nn.Module]]) -> dict[str, Link]:
                 break
             if is_norm(nxt):
                 link.normalized = True
-            elif not isinstance(nxt, TRANSPARENT_TYPES):
+            elif not is_transparent(nxt):
                 break
+    return links
+
+
+def _graph_links(hooked: list[tuple[str, nn.Module, list]], successors: dict[str, list[str]]) -> dict[str, Link]:
+    """Links along a model's own layer graph (a Keras Sequential or functional model): from each
+    weight module, through normalizations and transparent layers, to the first activation."""
+    modules = {n: m for n, m, _ in hooked}
+    links: dict[str, Link] = {}
+    for name, module, weights in hooked:
+        if not weights:
+            continue
+        link = links[name] = Link(name, module)
+        frontier, seen = list(successors.get(name, [])), set()
+        while frontier and link.activation is None:
+            nxt = frontier.pop(0)
+            if nxt in seen or nxt not in modules:
+                continue
+            seen.add(nxt)
+            spec, hyper = activation_and_hyperparameters(modules[nxt])
+            if spec is not None:
+                link.activation, link.hyperparameters = spec, hyper
+            elif is_norm(modules[nxt]) or is_transparent(modules[nxt]):
+                link.normalized |= is_norm(modules[nxt])
+                frontier.extend(successors.get(nxt, []))
     return links
 
 
@@ -274,12 +317,17 @@ def find_consumers(
     :func:`trainability.adapters.internal_activations`.
     """
     layers = weight_layers(model)
+    keras = adapters.keras_of(model)
+    edges = keras.successors(model) if keras is not None else None
+    if edges is not None:
+        links = _graph_links(hooked_modules(model), edges)
+        return links, "sequential" if keras.kind(model) == "sequential" else "graph"
     leaves = _sequential_leaves(model) if isinstance(model, nn.Sequential) else None
     if leaves is not None:
         return _walk(leaves), "sequential"
     try:
-        links = _fx_links(model)
-        if all(name in links for name, _ in layers):
+        links = _fx_links(model) if keras is None else {}
+        if keras is None and all(name in links for name, _ in layers):
             return links, "fx"
     except Exception:  # noqa: BLE001 - any tracing failure falls back to the probe
         pass
@@ -308,6 +356,9 @@ def skip_connections(model: nn.Module) -> list[str] | None:
     found by tracing; ``[]`` for a plain stack, ``None`` when the model cannot be traced."""
     if isinstance(model, nn.Sequential) and _sequential_leaves(model) is not None:
         return []
+    keras = adapters.keras_of(model)
+    if keras is not None:
+        return keras.skip_connections(model)
     try:
         graph = fx.symbolic_trace(model).graph
     except Exception:  # noqa: BLE001 - untraceable: the caller falls back

@@ -102,8 +102,8 @@ class InitPlan:
 
 
 def _explicit(init: Any) -> tuple[Any, str]:
-    """An initializer the caller named, and its display name."""
-    initializer = inits.get(init)
+    """An initializer the caller named (a Keras initializer object too), and its display name."""
+    initializer = inits.get(adapters.keras_initializer(init))
     return initializer, inits.name_of(initializer)
 
 
@@ -121,9 +121,8 @@ def _fill(weight: adapters.Weight, initializer: Any, factor: float = 1.0) -> Non
 
 def _zero_biases(module: nn.Module) -> None:
     with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name == "bias" or name.endswith((".bias", "in_proj_bias")) or name.startswith("bias_"):
-                p.zero_()
+        for p in adapters.biases(module):
+            p.zero_()
 
 
 def _forget_gate_bias(module: nn.Module, value: float = 1.0) -> None:
@@ -139,12 +138,13 @@ def _forget_gate_bias(module: nn.Module, value: float = 1.0) -> None:
 
 
 def _reset_norms(model: nn.Module, zero: list[str]) -> None:
-    for name, module in model.named_modules():
-        if is_norm(module) and isinstance(getattr(module, "weight", None), torch.Tensor):
+    for name, module in adapters.named_modules(model):
+        weight, bias = adapters.norm_affine(module) if is_norm(module) else (None, None)
+        if weight is not None:
             with torch.no_grad():
-                module.weight.fill_(0.0 if name in zero else 1.0)
-                if isinstance(getattr(module, "bias", None), torch.Tensor):
-                    module.bias.zero_()
+                weight.fill_(0.0 if name in zero else 1.0)
+                if bias is not None:
+                    bias.zero_()
 
 
 def _lsuv(model: nn.Module, weights: list[adapters.Weight], batch: Batch, tol: float, max_iter: int) -> None:
@@ -200,7 +200,14 @@ def initialize(
 
     Biases become 0 (but the LSTM forget gate's, under ``auto``) and normalization layers
     weight 1, bias 0. ``seed`` makes the draw repeatable without touching the global RNG.
+
+    A Keras 3 model (PyTorch backend) is initialized through its own variables, by its layers'
+    Keras names; ``init`` may also be a Keras initializer object (``VarianceScaling(...)``). A
+    Keras model that has never run is built on ``data``.
     """
+    if data is not None:
+        batch = Batch.of(data)
+        adapters.build(model, batch.args, batch.kwargs)
     found = adapters.weight_modules(model)
     if not found:
         raise ValueError(

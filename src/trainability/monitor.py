@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from trainability import adapters
 from trainability.batches import Batch, model_loss
 from trainability.doctor import diagnose, layer_stats, rules
 from trainability.doctor.capture import Capture
@@ -75,8 +76,7 @@ class Monitor:
         layers: list[str] | None = None,
         writer: Any = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        adapters.check_model(model)  # a torch.nn.Module (a Keras model on another backend: set KERAS_BACKEND=torch)
         self.model = model
         self.schedule = make_schedule(every)
         leaves = {n for n, m in model.named_modules() if next(m.children(), None) is None}

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from trainability import adapters
 from trainability.doctor import diagnose
 from trainability.doctor.report import Finding
 from trainability.graph import evaluating
@@ -333,7 +334,7 @@ def _train_epoch(step_model: nn.Module, model: nn.Module, loader: DataLoader, op
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, file=sys.stderr)
     for x, y in bar:
         x, y = x.to(device), y.to(device)
-        out = step_model(x)
+        out = step_model(x, **adapters.call_options(model))  # a Keras model: training=True
         batch_loss = loss_fn(out, y)
         batch_loss.backward()
         value = float(batch_loss.detach())

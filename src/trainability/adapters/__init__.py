@@ -19,6 +19,10 @@ any leaf with a 2-D ``weight``   used as ``x @ W`` (``transformers``' ``Conv1D``
                                  ``(in, out)``, fans from that layout
 ===============================  ==========================================================
 
+A Keras 3 model on the PyTorch backend is described by :mod:`trainability.adapters.keras`
+(``Dense`` kernels ``(in, out)``, convolution kernels ``(*kernel, in, out)``, layers by their
+Keras names); the functions here hand Keras objects to it, and never import Keras themselves.
+
 >>> from torch import nn
 >>> [(w.name, w.fans) for w in module_weights("lstm", nn.LSTM(8, 16))]
 [('lstm.weight_ih_l0', (8, 16)), ('lstm.weight_hh_l0', (16, 16))]
@@ -26,6 +30,8 @@ any leaf with a 2-D ``weight``   used as ``x @ W`` (``transformers``' ``Conv1D``
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -71,7 +77,7 @@ class Weight:
     def tensor(self) -> torch.Tensor:
         """The weight as stored (a view for a block of a packed parameter: rows of an ``(out,
         in)`` weight, columns of an ``(in, out)`` one)."""
-        p = getattr(self.module, self.parameter)
+        p = self.parameter_tensor
         if self.rows is None:
             return p
         return p[:, self.rows[0] : self.rows[1]] if self.transposed else p[self.rows[0] : self.rows[1]]
@@ -79,6 +85,20 @@ class Weight:
     @property
     def parameter_tensor(self) -> nn.Parameter:
         return getattr(self.module, self.parameter)
+
+    def slice(self, full: torch.Tensor) -> torch.Tensor:
+        """This weight's block of a tensor shaped like its parameter (its gradient, say)."""
+        if self.rows is None:
+            return full
+        return full[:, self.rows[0] : self.rows[1]] if self.transposed else full[self.rows[0] : self.rows[1]]
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The bias added to this weight's outputs (its block of a packed one), or ``None``."""
+        b = getattr(self.module, "in_proj_bias" if self.parameter == "in_proj_weight" else "bias", None)
+        if not isinstance(b, torch.Tensor):
+            return None
+        return b if self.rows is None else b[self.rows[0] : self.rows[1]]
 
     def blocks(self) -> Iterator[torch.Tensor]:
         """The matrices an initializer fills one at a time (one per gate), as views."""
@@ -170,8 +190,20 @@ ADAPTERS: list[tuple[Callable[[nn.Module], bool], Callable[[str, nn.Module], lis
 ]
 
 
+def keras_of(obj: Any) -> Any:
+    """The Keras adapter (:mod:`trainability.adapters.keras`) when ``obj`` is a Keras layer or
+    model (or its stand-in for a fused activation), else ``None``; Keras is never imported here."""
+    if "keras" not in sys.modules:
+        return None
+    from trainability.adapters import keras
+
+    return keras if keras.owns(obj) else None
+
+
 def module_weights(name: str, module: nn.Module) -> list[Weight]:
     """The :class:`Weight` s a module applies itself (``[]`` for a module that applies none)."""
+    if (keras := keras_of(module)) is not None:
+        return keras.module_weights(name, module)
     for matches, adapter in ADAPTERS:
         if matches(module):
             return adapter(name, module)
@@ -183,7 +215,10 @@ def weight_modules(model: nn.Module) -> list[tuple[str, nn.Module, list[Weight]]
 
     A module that applies its children's weights itself (``nn.MultiheadAttention`` uses
     ``out_proj.weight`` without calling ``out_proj``) claims them: the children are not listed.
+    A Keras model's layers come from ``model.layers``, by their Keras names.
     """
+    if (keras := keras_of(model)) is not None:
+        return keras.weight_modules(model)
     found, claimed = [], set()
     for name, module in model.named_modules():
         if name in claimed:
@@ -203,7 +238,82 @@ def weights(model: nn.Module) -> list[Weight]:
 
 
 def is_weight_module(module: nn.Module) -> bool:
+    if (keras := keras_of(module)) is not None:
+        return bool(keras.module_weights("", module))
     return any(matches(module) for matches, _ in ADAPTERS)
+
+
+def named_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``model.named_modules()``, or a Keras model's layers by their Keras names."""
+    if (keras := keras_of(model)) is not None:
+        return keras.named_layers(model)
+    return list(model.named_modules())
+
+
+def check_model(model: Any) -> None:
+    """Raise ``ValueError`` unless ``model`` is a ``torch.nn.Module``; a Keras model on another
+    backend is told to set ``KERAS_BACKEND=torch``."""
+    if (keras := keras_of(model)) is not None:
+        keras.check(model)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def call_options(model: nn.Module) -> dict[str, Any]:
+    """Keyword arguments a forward call needs besides the batch: a Keras model's ``training``."""
+    keras = keras_of(model)
+    return keras.call_options(model) if keras is not None else {}
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module) -> Iterator[None]:
+    """Restore, on exit, what a training-mode pass changes in a Keras model besides the weights:
+    its non-trainable variables (BatchNormalization's moving statistics, the dropout seed
+    generators' states). A torch model's buffers are restored by ``doctor.capture.preserved``."""
+    keras = keras_of(model)
+    saved = [(t, t.detach().clone()) for t in keras.state(model)] if keras is not None else []
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, value in saved:
+                t.copy_(value)
+
+
+def keras_initializer(identifier: Any) -> Any:
+    """A Keras initializer object as trainability's initializer of the same name and config;
+    anything else unchanged."""
+    keras = keras_of(identifier)
+    return keras.initializer(identifier) if keras is not None else identifier
+
+
+def build(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Make the model's weights exist: a Keras model that has never run builds on this batch."""
+    if (keras := keras_of(model)) is not None:
+        keras.build(model, args, kwargs)
+
+
+def biases(module: nn.Module) -> list[torch.Tensor]:
+    """The biases of a weight module (an LSTM's ``bias_ih_l0`` and ``bias_hh_l0`` too)."""
+    if (keras := keras_of(module)) is not None:
+        return keras.biases(module)
+    return [p for name, p in module.named_parameters()
+            if name == "bias" or name.endswith((".bias", "in_proj_bias")) or name.startswith("bias_")]  # fmt: skip
+
+
+def norm_affine(module: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """A normalization layer's scale and shift (``weight``/``bias``, Keras' ``gamma``/``beta``)."""
+    if (keras := keras_of(module)) is not None:
+        return keras.norm_affine(module)
+    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+    return (weight if isinstance(weight, torch.Tensor) else None), (bias if isinstance(bias, torch.Tensor) else None)
+
+
+def is_ordinary_dropout(module: nn.Module) -> bool:
+    """Dropout that is not SELU's AlphaDropout (it breaks self-normalization)."""
+    if (keras := keras_of(module)) is not None:
+        return keras.is_ordinary_dropout(module)
+    return isinstance(module, nn.modules.dropout._DropoutNd) and not isinstance(module, (nn.AlphaDropout, nn.FeatureAlphaDropout))
 
 
 #: Names of projections that pack q, k and v along their outputs (GPT-2's ``c_attn``, ViT/timm's
@@ -273,13 +383,20 @@ FOREIGN_ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
 
 def foreign_activation(module: nn.Module) -> ActivationSpec | None:
     """The registered activation a module from another library applies (``transformers``'
-    ``GELUActivation`` is GELU), read off its class name; ``None`` when unknown."""
+    ``GELUActivation`` is GELU, read off its class name; Keras' activation layers and fused
+    activations); ``None`` when unknown."""
+    if (keras := keras_of(module)) is not None:
+        found = keras.activation(module)
+        return found[0] if found else None
     key = type(module).__name__.lower().replace("activation", "").replace("_", "")
     found = FOREIGN_ACTIVATIONS.get(key)
     return activations.get(found[0]) if found else None
 
 
 def foreign_hyperparameters(module: nn.Module) -> dict[str, Any]:
+    if (keras := keras_of(module)) is not None:
+        found = keras.activation(module)
+        return dict(found[1]) if found else {}
     key = type(module).__name__.lower().replace("activation", "").replace("_", "")
     return dict(FOREIGN_ACTIVATIONS.get(key, ("", {}))[1])
 
@@ -303,6 +420,8 @@ def example_batch(model: nn.Module, batch: int = 2) -> Any:
     the configured image size), else from the first weight module (features for a Linear,
     images or sequences for a conv, token ids for an embedding, sequences for a recurrent layer).
     Raises ``ValueError`` (asking for ``data=``) when no shape can be read off the model."""
+    if (keras := keras_of(model)) is not None:
+        return keras.example_batch(model, batch)
     found = weight_modules(model)
     if not found:
         raise ValueError("the model has no weight layers to shape an input for")
@@ -333,6 +452,8 @@ def example_batch(model: nn.Module, batch: int = 2) -> Any:
 
 
 __all__ = [
-    "ADAPTERS", "FOREIGN_ACTIVATIONS", "GATES", "PACKED_QKV", "QK_PAIRS", "Attention", "Weight", "attention_layers", "example_batch", "foreign_activation", "internal_activations",
-    "is_weight_module", "module_weights", "weight_modules", "weights",
+    "ADAPTERS", "FOREIGN_ACTIVATIONS", "GATES", "PACKED_QKV", "QK_PAIRS", "Attention", "Weight", "attention_layers", "biases", "build", "call_options",
+    "check_model", "example_batch", "foreign_activation", "internal_activations", "is_ordinary_dropout", "is_weight_module", "keras_initializer", "keras_of",
+    "module_weights",
+    "named_modules", "norm_affine", "preserved_state", "weight_modules", "weights",
 ]  # fmt: skip

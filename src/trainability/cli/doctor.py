@@ -10,9 +10,11 @@ from trainability.cli._common import UsageError
 def _doctor_batch(model_spec: str, data_name: str | None, batch_size: int):
     """The model and one batch (inputs, targets or None) for ``doctor``: from ``--data``, else
     from ``example_batch()`` in the model's file, else built-in data that fits, else random."""
+    import contextlib
+
     import torch
 
-    from trainability import datasets
+    from trainability import adapters, datasets
     from trainability.batches import Batch
     from trainability.graph import example_input, weight_layers
     from trainability.models import BUILTINS, from_spec, spec_example_batch
@@ -24,31 +26,60 @@ def _doctor_batch(model_spec: str, data_name: str | None, batch_size: int):
     if builtin:
         model = from_spec(model_spec, in_features=loaded.in_features, out_features=loaded.n_outputs)  # type: ignore[union-attr]
     else:
-        model = from_spec(model_spec)
+        model = _user_model(model_spec)
+    example = spec_example_batch(model_spec) if loaded is None and not builtin else None
+    if example is not None:
+        batch = Batch.of(example)
+        adapters.build(model, batch.args, batch.kwargs)  # a Keras model without an Input builds on it
+    elif loaded is not None:  # if the data does not fit, weight_layers says the model is not built
+        with contextlib.suppress(Exception):
+            adapters.build(model, (loaded.train.x[:2],), {})
     layers = weight_layers(model)
     if not layers:
         raise UsageError(f"{model_spec} has no weight layers (Linear, ConvNd, Embedding, attention, RNN) to diagnose")
-    if loaded is None and not builtin:
-        example = spec_example_batch(model_spec)
-        if example is not None:
-            batch = Batch.of(example)
-            return model, batch, batch.targets, f"example_batch() ({batch.describe()})"
-    first = layers[0][1]
+    if example is not None:
+        return model, batch, batch.targets, f"example_batch() ({batch.describe()})"
+    name, first = layers[0]
+    weight = adapters.module_weights(name, first)[0]
     if loaded is None:  # built-in data that fits the model's input size, else random inputs
         fits = {64: "digits", 40: "mnist1d"}
-        size = first.in_features if isinstance(first, torch.nn.Linear) else None
+        size = weight.fans[0] if weight.role == "dense" else None
         if size in fits:
             loaded = datasets.load(fits[size])
         else:
             torch.manual_seed(0)
             return model, example_input(model, batch=batch_size), None, "random inputs shaped for the model"
     x, y = loaded.train.x[:batch_size], loaded.train.y[:batch_size]
-    if isinstance(first, torch.nn.Linear):
-        if first.in_features != loaded.in_features:
-            raise UsageError(f"the model takes {first.in_features} input features but {loaded.name} has {loaded.in_features}")
-    elif first.weight.dim() == 3:  # Conv1d: the features as a 1-channel sequence
-        x = x.unsqueeze(1)
+    if weight.role == "dense":
+        if weight.fans[0] != loaded.in_features:
+            raise UsageError(f"the model takes {weight.fans[0]} input features but {loaded.name} has {loaded.in_features}")
+    elif weight.tensor.dim() == 3:  # Conv1d: the features as a 1-channel sequence
+        x = x.unsqueeze(-1 if getattr(first, "data_format", None) == "channels_last" else 1)  # Keras: channels last
     return model, x, y, f"{loaded.name} ({len(x)} samples)"
+
+
+def _user_model(spec: str):  # noqa: ANN202 - a torch.nn.Module
+    """The model a file's factory returns. A file that imports Keras gets the PyTorch backend
+    unless ``KERAS_BACKEND`` says otherwise; a Keras import that fails, or a Keras model on
+    another backend, is explained (install ``trainability[keras]``, set ``KERAS_BACKEND=torch``)."""
+    import os
+
+    from trainability.adapters import keras
+    from trainability.models import from_spec
+
+    unset = "KERAS_BACKEND" not in os.environ
+    if unset:  # Keras reads it when the file imports Keras
+        os.environ["KERAS_BACKEND"] = "torch"
+    try:
+        return from_spec(spec)
+    except ValueError as exc:
+        hint = keras.explain(exc)
+        if hint is None:
+            raise
+        raise UsageError(f"{exc}; {hint}") from exc
+    finally:
+        if unset:
+            del os.environ["KERAS_BACKEND"]
 
 
 def run(args: argparse.Namespace) -> int:

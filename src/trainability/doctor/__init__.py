@@ -153,17 +153,20 @@ def diagnose(
 
     The model is left exactly as it was: parameters, ``.grad``, train/eval mode, buffers (BatchNorm
     running statistics), the RNG state; and no hook stays behind, even when the forward raises.
+    A Keras 3 model (PyTorch backend) runs with ``training=`` its torch train/eval flag, and its
+    layers are reported by their Keras names.
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    adapters.check_model(model)
     batch = Batch.of(inputs, targets)
+    adapters.build(model, batch.args, batch.kwargs)  # a Keras model that has never run builds on this batch
     targets = batch.targets
     batch_size = batch.size
     input_finite = all(bool(torch.isfinite(a).all()) for a in batch.tensors if a.is_floating_point())
     mean_rms, log_std_rms = _input_standardization(batch.first)
     blocks = graph.block_groups(model)
 
-    with preserved(model), Capture(model, blocks=blocks, time=True) as capture, torch.enable_grad():
+    with (preserved(model), adapters.preserved_state(model),  # a Keras model's moving statistics too
+          Capture(model, blocks=blocks, time=True) as capture, torch.enable_grad()):
         try:
             output = batch(model)
         except Exception as exc:
@@ -222,6 +225,6 @@ def diagnose(
             if any(f.kind in ("vanishing_gradients", "exploding_gradients") for f in found):
                 # the theory explains a measured problem; where the measurement on this very network
                 # shows none, the mean-field prediction for a typical draw is not a finding
-                found += rules.beyond_depth_scale(evidence, list(model.named_modules()))
-        found += rules.self_normalization(evidence, list(model.named_modules()))
+                found += rules.beyond_depth_scale(evidence, adapters.named_modules(model))
+        found += rules.self_normalization(evidence, adapters.named_modules(model))
     return Report(layers=layers, findings=found, loss=loss_value, batch_size=batch_size, blocks=stream, time=time)

@@ -20,11 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainability import adapters
 from trainability import init as inits
 from trainability.doctor.report import Finding
 from trainability.doctor.rules.evidence import Evidence
 from trainability.doctor.rules.gradients import GRADIENT_RATIO
-from trainability.graph import NORM_TYPES, Link
+from trainability.graph import Link, is_norm
 from trainability.table import recommended_init
 
 #: The measured variances count as the recommended init's within this factor (as init_mismatch).
@@ -45,14 +46,14 @@ def _theory_hyperparameters(link: Link) -> dict[str, Any] | None:
 def _plain_stack(ev: Evidence, model_modules: list[tuple[str, nn.Module]]) -> tuple[list[Link], Link | None] | None:
     """Hidden layers (each feeding the one activation) and the output layer of a plain stack of
     Linear layers, or ``None`` if the model is not one."""
-    if ev.skips or any(isinstance(m, (NORM_TYPES, nn.modules.conv._ConvNd)) for _, m in model_modules):
+    if ev.skips or any(is_norm(m) or any(w.role == "conv" for w in adapters.module_weights(n, m)) for n, m in model_modules):
         return None
     links = list(ev.links.values())
     hidden = [link for link in links if link.activation is not None]
     rest = links[len(hidden):]
     if not hidden or links[: len(hidden)] != hidden or len(rest) > 1:
         return None
-    if not all(isinstance(link.module, nn.Linear) and link.name in ev.weight_var for link in links):
+    if not all(len(ws := link.weights) == 1 and ws[0].role == "dense" and link.name in ev.weight_var for link in links):
         return None
     return hidden, (rest[0] if rest else None)
 
@@ -74,13 +75,13 @@ def beyond_depth_scale(ev: Evidence, model_modules: list[tuple[str, nn.Module]])
     first = next((s for s in ev.layers if s.role == "weight" and s.name == hidden[0].name), None)
     if first is None or first.mean is None or first.std is None or not math.isfinite(first.std):
         return []
-    fans = [inits.module_fans(link.module) for link in hidden]
+    fans = [link.fans for link in hidden]
     weights = [ev.weight_var[link.name] * fan_in for link, (fan_in, _) in zip(hidden, fans, strict=True)]
     biases = _bias_second_moments(hidden)
     input_variance = max(first.mean**2 + first.std**2 - biases[0], 0.0) / weights[0]
     out = {} if output is None else {
-        "output_weight_variance": ev.weight_var[output.name] * inits.module_fans(output.module)[0],
-        "output_width": inits.module_fans(output.module)[1],
+        "output_weight_variance": ev.weight_var[output.name] * output.fans[0],
+        "output_width": output.fans[1],
     }  # fmt: skip
     if min(weights) <= 0 or (out and out["output_weight_variance"] <= 0):
         return []
@@ -113,7 +114,7 @@ def beyond_depth_scale(ev: Evidence, model_modules: list[tuple[str, nn.Module]])
 
 def _bias_second_moments(hidden: list[Link]) -> list[float]:
     """``E[b^2]`` per layer (0 without a bias), in one stacked op when the widths agree."""
-    biases = [link.module.bias for link in hidden]
+    biases = [link.weights[0].bias for link in hidden]
     if all(b is not None for b in biases) and len({b.numel() for b in biases}) == 1:  # type: ignore[union-attr]
         with torch.no_grad():
             return torch.stack([b.detach() for b in biases]).double().pow(2).mean(1).tolist()  # type: ignore[union-attr]

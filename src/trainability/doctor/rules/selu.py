@@ -6,6 +6,7 @@ import math
 
 from torch import nn
 
+from trainability import adapters
 from trainability.doctor.report import Finding
 from trainability.doctor.rules.evidence import Evidence, span
 
@@ -26,7 +27,7 @@ def _selu_conditions(ev: Evidence, model_modules: list[tuple[str, nn.Module]]) -
     for link in ev.links.values():
         if link.activation is not None and link.activation.name == "selu" and link.name in ev.weight_var:
             ratio = ev.weight_var[link.name] * link.fans[0]
-            tolerance = LECUN_TOLERANCE * (1 + 3 * math.sqrt(2 / link.module.weight.numel()))
+            tolerance = LECUN_TOLERANCE * (1 + 3 * math.sqrt(2 / link.weights[0].numel))
             if not 1 / tolerance <= ratio <= tolerance:
                 off.append((link.name, ratio))
     if off:
@@ -38,12 +39,11 @@ def _selu_conditions(ev: Evidence, model_modules: list[tuple[str, nn.Module]]) -
         failed.append(("skip connections", ev.skips,
                        f"the network is not a plain sequential stack: skip connections at {span(ev.skips)}",
                        "use elu (he_normal) in networks with skip connections, or remove the skips"))  # fmt: skip
-    dropout = [n for n, m in model_modules if isinstance(m, nn.modules.dropout._DropoutNd)
-               and not isinstance(m, (nn.AlphaDropout, nn.FeatureAlphaDropout))]  # fmt: skip
+    dropout = [n for n, m in model_modules if adapters.is_ordinary_dropout(m)]
     if dropout:
         failed.append(("ordinary dropout", dropout, f"ordinary dropout at {span(dropout)} breaks self-normalization",
                        "use AlphaDropout (trainability.activations.AlphaDropout) instead of Dropout"))  # fmt: skip
-    conv = [n for n, m in model_modules if isinstance(m, (nn.modules.conv._ConvNd,))]
+    conv = [n for n, m in model_modules if any(w.role == "conv" for w in adapters.module_weights(n, m))]
     if conv:
         failed.append(("non-dense layers", conv,
                        f"self-normalization is only guaranteed for dense layers; {span(conv)} are convolutions",

@@ -1,0 +1,650 @@
+"""Keras 3 models on the PyTorch backend, as trainability sees them.
+
+With ``KERAS_BACKEND=torch`` a Keras model is a ``torch.nn.Module`` whose weights are torch
+``Parameter`` s, and torch forward hooks on its layers fire; but its layers are reached through
+``model.layers`` (recursively for nested models), not ``named_modules()``. This module is the one
+place that knows Keras; :mod:`trainability.adapters` and :mod:`trainability.graph` ask it:
+
+===============================  ==========================================================
+Keras layer                      weights (fans as trainability's initializers use them)
+===============================  ==========================================================
+``Dense``                        ``kernel`` ``(in, out)``
+``Conv1D/2D/3D``                 ``kernel`` ``(*kernel, in/groups, out)``
+``Conv1D/2D/3DTranspose``        ``kernel`` ``(*kernel, out, in)``
+``DepthwiseConv1D/2D``           ``kernel`` ``(*kernel, in, multiplier)``: fan_in = kernel size
+``Embedding``                    ``embeddings`` ``(num, dim)``: a lookup, fan_in 1
+===============================  ==========================================================
+
+Layers are named by their Keras names (``dense_1``; ``inner/dense_2`` inside a nested model).
+Activations are read from the separate layers (``ReLU``, ``LeakyReLU``, ``PReLU``, ``ELU``,
+``Softmax``, ``Activation("selu")``) and from ``activation=`` inside a layer. A fused activation
+is applied inside the layer's ``call``, where no hook can see the pre-activation; while a pass is
+watched, the layer's ``activation`` is swapped, for the duration of each call only, for two
+hookable modules (:class:`PreActivation` stands for the layer and sees ``z = x W + b``;
+:class:`FusedActivation` applies the activation), so dead and saturated units and the gradient at
+the pre-activation are read exactly as for ``nn.Linear`` followed by ``nn.ReLU``. Outside a call
+the layer is untouched, so ``model.save`` and ``model.fit`` never see the swap.
+
+Keras is imported only for a Keras object (``import trainability`` never imports it).
+
+>>> # KERAS_BACKEND=torch python -c "..."
+>>> # model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu")])
+>>> # [(n, w.fans) for n, _, ws in weight_modules(model) for w in ws]   ->  [('dense', (8, 16))]
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainability import activations
+from trainability.activations import ActivationSpec
+from trainability.adapters import Role, Weight
+
+INSTALL = "Keras 3 is not installed: pip install 'trainability[keras]' (Keras 3 on the PyTorch backend)"
+BACKEND = (
+    "Keras runs on the {backend} backend here, and trainability works with Keras 3 on the PyTorch backend: "
+    "set KERAS_BACKEND=torch before Keras is imported (os.environ['KERAS_BACKEND'] = 'torch' at the top of "
+    "the script, before `import keras`, or KERAS_BACKEND=torch in the shell)"
+)
+
+#: Keras layer classes (any class in the layer's MRO) whose output a normalization keeps at scale.
+NORMS = frozenset({"BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization", "UnitNormalization"})
+#: Layers that pass a unit's signal through on the way to an activation (as graph.TRANSPARENT_TYPES).
+TRANSPARENT = frozenset({
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout", "AlphaDropout",
+    "GaussianNoise", "Flatten", "Reshape", "Permute", "Identity", "Masking", "ActivityRegularization", "Cropping1D",
+    "Cropping2D", "Cropping3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "BaseMaxPooling", "BaseAveragePooling",
+    "BaseGlobalPooling", "Add", "Concatenate",
+})  # fmt: skip
+#: Dropout that is not SELU's AlphaDropout: it breaks self-normalization.
+ORDINARY_DROPOUT = frozenset({"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout"})
+#: Layers that join branches (a skip connection when one input is an earlier layer's output).
+MERGES = frozenset({"Add", "Concatenate", "Average", "Multiply", "Subtract", "Maximum", "Minimum"})
+#: Keras argument names where trainability's activations name the same hyperparameter otherwise.
+_RENAMED = {"axis": "dim"}
+
+
+# -- Keras itself ------------------------------------------------------------------------------
+def _keras_classes(obj: Any) -> list[type]:
+    return [c for c in type(obj).__mro__ if c.__module__ == "keras" or c.__module__.startswith("keras.")]
+
+
+def is_keras(obj: Any) -> bool:
+    """Is ``obj`` a Keras object (a layer or model, on any backend)? Never imports Keras."""
+    return "keras" in sys.modules and bool(_keras_classes(obj))
+
+
+def owns(obj: Any) -> bool:
+    """Does this module describe ``obj``: a Keras object, or one of its stand-ins for a fused activation?"""
+    return isinstance(obj, _Watched) or is_keras(obj)
+
+
+def keras_class(layer: Any) -> str:
+    """The name of the Keras class a layer is (``Dense`` for a user's subclass of ``Dense``)."""
+    classes = _keras_classes(layer)
+    return classes[0].__name__ if classes else type(layer).__name__
+
+
+def _is(layer: Any, names: frozenset[str] | set[str]) -> bool:
+    return any(c.__name__ in names for c in _keras_classes(layer))
+
+
+def backend() -> str:
+    """The backend Keras runs on (imported) or will run on (``KERAS_BACKEND``, else tensorflow)."""
+    module = sys.modules.get("keras")
+    if module is not None and hasattr(module, "backend"):
+        return str(module.backend.backend())
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def load() -> Any:
+    """Import Keras 3 on the PyTorch backend, or raise ``ValueError`` saying what to do: install
+    it (``trainability[keras]``), or set ``KERAS_BACKEND=torch`` before Keras is imported."""
+    if "keras" not in sys.modules and os.environ.get("KERAS_BACKEND", "torch") != "torch":
+        raise ValueError(BACKEND.format(backend=os.environ["KERAS_BACKEND"]))
+    try:
+        import keras
+    except ImportError as exc:
+        if exc.name == "keras":
+            raise ValueError(INSTALL) from exc
+        raise ValueError(f"{BACKEND.format(backend=backend())} ({type(exc).__name__}: {exc})") from exc
+    if keras.backend.backend() != "torch":
+        raise ValueError(BACKEND.format(backend=keras.backend.backend()))
+    return keras
+
+
+def check(model: Any) -> None:
+    """Raise the backend error for a Keras model that is not a ``torch.nn.Module``."""
+    if is_keras(model) and not isinstance(model, nn.Module):
+        raise ValueError(f"{type(model).__name__} is a Keras model on another backend. {BACKEND.format(backend=backend())}")
+
+
+def explain(exc: BaseException) -> str | None:
+    """What to do when importing a user's model file failed because of Keras (not installed, or
+    on another backend), or ``None`` when Keras is not the cause."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, ImportError) and cause.name == "keras":
+        return INSTALL
+    keras_seen = any(name == "keras" or name.startswith("keras.") for name in sys.modules)
+    if keras_seen and os.environ.get("KERAS_BACKEND", "torch") != "torch":
+        return BACKEND.format(backend=os.environ["KERAS_BACKEND"])
+    return None
+
+
+# -- layers ------------------------------------------------------------------------------------
+def _children(layer: Any) -> list[Any]:
+    found = layer.layers if hasattr(layer, "layers") else layer._flatten_layers(include_self=False, recursive=False)
+    return [c for c in found if keras_class(c) != "InputLayer"]
+
+
+def named_layers(model: Any) -> list[tuple[str, Any]]:
+    """``(name, layer)`` for every layer, containers (nested models) before their layers, in
+    ``model.layers`` order; nested names join Keras names with ``/``. The model itself is ``""``."""
+    out: list[tuple[str, Any]] = [("", model)]
+    seen = {id(model)}
+
+    def visit(layer: Any, prefix: str) -> None:
+        for child in _children(layer):
+            if id(child) in seen:  # a shared layer is listed once
+                continue
+            seen.add(id(child))
+            name = f"{prefix}{child.name}"
+            out.append((name, child))
+            visit(child, name + "/")
+
+    visit(model, "")
+    return out
+
+
+def _leaves(model: Any) -> list[tuple[str, Any]]:
+    return [(n, m) for n, m in named_layers(model) if n and not _children(m)]
+
+
+def _unbuilt(model: Any) -> ValueError:
+    return ValueError(
+        f"the Keras model {model.name!r} is not built yet, so its layers have no weights: start it with "
+        "keras.Input(shape=...), call model.build((None, ...)), or pass a batch (diagnose(model, x), "
+        "initialize(model, data=x))"
+    )
+
+
+def build(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Build a Keras model that has not run yet by calling it once on the batch (inference mode,
+    no autograd), as Keras does on its first call."""
+    if is_keras(model) and not model.built:
+        with torch.no_grad():
+            model(*args, **{"training": False, **kwargs})
+
+
+# -- weights -----------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class KerasWeight(Weight):
+    """A Keras variable as a :class:`~trainability.adapters.Weight`: ``tensor`` is the torch
+    ``Parameter`` the variable holds (written in place, so Keras sees every change), and
+    :meth:`blocks` gives a dense or conv kernel as the ``(out, fan_in)`` view PyTorch's layout has."""
+
+    variable: Any = None
+
+    @property
+    def parameter_tensor(self) -> nn.Parameter:
+        return self.variable.value
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        b = getattr(self.module, "bias", None)
+        return b.value if b is not None and hasattr(b, "value") else None
+
+    def blocks(self):  # noqa: ANN201 - an iterator of views
+        t = self.tensor
+        yield t.reshape(-1, t.shape[-1]).T if self.role in ("dense", "conv") and t.dim() >= 2 else t
+
+
+def _variable(layer: Any, name: str) -> Any:
+    return next((v for v in layer.weights if v.name == name), None)
+
+
+def _weight(name: str, layer: Any, parameter: str, role: Role, fans: tuple[int, int], transposed: bool = True) -> list[Weight]:
+    variable = _variable(layer, parameter)
+    if variable is None:
+        return []
+    return [KerasWeight(name, name, layer, parameter, role, (int(fans[0]), int(fans[1])), transposed=transposed, variable=variable)]
+
+
+def _receptive(shape: tuple[int, ...]) -> int:
+    out = 1
+    for s in shape[:-2]:
+        out *= s
+    return out
+
+
+def _dense(name: str, layer: Any) -> list[Weight]:
+    shape = tuple(_variable(layer, "kernel").shape)
+    return _weight(name, layer, "kernel", "dense", (shape[0], shape[1]))
+
+
+def _conv(name: str, layer: Any) -> list[Weight]:  # (*kernel, in/groups, out)
+    shape = tuple(_variable(layer, "kernel").shape)
+    r, groups = _receptive(shape), getattr(layer, "groups", 1) or 1
+    return _weight(name, layer, "kernel", "conv", (shape[-2] * r, shape[-1] // groups * r))
+
+
+def _conv_transpose(name: str, layer: Any) -> list[Weight]:  # (*kernel, out, in)
+    shape = tuple(_variable(layer, "kernel").shape)
+    r = _receptive(shape)
+    return _weight(name, layer, "kernel", "conv", (shape[-1] * r, shape[-2] * r))
+
+
+def _depthwise(name: str, layer: Any) -> list[Weight]:  # (*kernel, in, multiplier): one input channel per unit
+    shape = tuple(_variable(layer, "kernel").shape)
+    r = _receptive(shape)
+    return _weight(name, layer, "kernel", "conv", (r, shape[-1] * r))
+
+
+def _embedding(name: str, layer: Any) -> list[Weight]:
+    shape = tuple(_variable(layer, "embeddings").shape)
+    return _weight(name, layer, "embeddings", "embedding", (1, shape[1]), transposed=False)
+
+
+#: (Keras class in the layer's MRO, adapter), tried in order.
+ADAPTERS: list[tuple[str, Callable[[str, Any], list[Weight]]]] = [
+    ("Dense", _dense), ("BaseConv", _conv), ("BaseConvTranspose", _conv_transpose),
+    ("BaseDepthwiseConv", _depthwise), ("Embedding", _embedding),
+]  # fmt: skip
+
+
+def module_weights(name: str, module: Any) -> list[Weight]:
+    """The weights a Keras layer applies itself (or the layer a :class:`PreActivation` stands for)."""
+    layer = module.layer if isinstance(module, _Watched) else module
+    if isinstance(module, FusedActivation) or not getattr(layer, "built", False):
+        return []
+    classes = {c.__name__ for c in _keras_classes(layer)}
+    for cls, adapter in ADAPTERS:
+        if cls in classes:
+            return adapter(name, layer)
+    return []
+
+
+def weight_modules(model: Any) -> list[tuple[str, Any, list[Weight]]]:
+    """``(name, layer, weights)`` for every Keras layer that applies weights, in layer order."""
+    check(model)
+    if not model.built:
+        raise _unbuilt(model)
+    return [(n, m, ws) for n, m in _leaves(model) if (ws := module_weights(n, m))]
+
+
+# -- activations -------------------------------------------------------------------------------
+def _function_activation(function: Any) -> tuple[ActivationSpec, dict[str, Any]] | None:
+    """The registered activation a Keras (or torch) activation function applies, with its
+    hyperparameters (Keras' defaults, and a ``functools.partial``'s keywords); ``None`` for
+    ``linear`` and for functions the registry does not know."""
+    keywords: dict[str, Any] = {}
+    while isinstance(function, functools.partial):
+        keywords = {**function.keywords, **keywords}
+        function = function.func
+    spec = activations.find(function) if isinstance(function, nn.Module) else None
+    spec = spec or activations.find(getattr(function, "__name__", ""))
+    if spec is None or spec.name == "identity":
+        return None
+    try:
+        defaults = {k: p.default for k, p in inspect.signature(function).parameters.items() if p.default is not p.empty}
+    except (TypeError, ValueError):
+        defaults = {}
+    given = {_RENAMED.get(k, k): v for k, v in {**defaults, **keywords}.items()}
+    if spec.name == "relu" and given.get("negative_slope"):
+        spec = activations.get("leaky_relu")
+    if spec.name == "gelu" and isinstance(given.get("approximate"), bool):
+        given["approximate"] = "tanh" if given["approximate"] else "none"
+    return spec, {k: v for k, v in given.items() if k in spec.defaults}
+
+
+def _layer_activation(layer: Any) -> tuple[ActivationSpec, dict[str, Any]] | None:
+    kind = keras_class(layer)
+    if kind == "ReLU":
+        slope = float(layer.negative_slope or 0.0)
+        return (activations.get("leaky_relu"), {"negative_slope": slope}) if slope else (activations.get("relu"), {})
+    if kind == "LeakyReLU":
+        return activations.get("leaky_relu"), {"negative_slope": float(layer.negative_slope)}
+    if kind == "PReLU":
+        alpha = _variable(layer, "alpha")
+        slope = float(alpha.value.detach().float().mean()) if alpha is not None else 0.0
+        return activations.get("prelu"), {"num_parameters": int(alpha.value.numel()) if alpha is not None else 1, "init": slope}
+    if kind == "ELU":
+        return activations.get("elu"), {"alpha": float(layer.alpha)}
+    if kind == "Softmax":
+        axis = layer.axis
+        return activations.get("softmax"), {"dim": axis if isinstance(axis, int) else -1}
+    if kind == "Activation":
+        return _function_activation(layer.activation)
+    return None
+
+
+def activation(module: Any) -> tuple[ActivationSpec, dict[str, Any]] | None:
+    """The activation a Keras activation layer (or a :class:`FusedActivation`) applies, with
+    its hyperparameters, mapped to trainability's registry; ``None`` for any other layer."""
+    if isinstance(module, FusedActivation):
+        return module.split.activation
+    if isinstance(module, PreActivation) or not is_keras(module):
+        return None
+    return _layer_activation(module)
+
+
+def is_norm(module: Any) -> bool:
+    return is_keras(module) and _is(module, NORMS)
+
+
+def is_transparent(module: Any) -> bool:
+    return is_keras(module) and _is(module, TRANSPARENT)
+
+
+def is_ordinary_dropout(module: Any) -> bool:
+    return is_keras(module) and _is(module, ORDINARY_DROPOUT)
+
+
+# -- fused activations: split out for hooks while a pass is watched -----------------------------
+class _Split:
+    """A weight layer's fused activation, split into two hookable modules for the duration of
+    each call while any of them is hooked (reference-counted, so captures can overlap)."""
+
+    def __init__(self, layer: Any, function: Callable[..., Any]) -> None:
+        self._layer = weakref.ref(layer)
+        self.function = function
+        self.activation = _function_activation(function)
+        self.pre = _named(PreActivation, keras_class(layer))(self)
+        spec = self.activation[0] if self.activation else None
+        self.post = _named(FusedActivation, spec.module_type.__name__ if spec else "Activation")(self)
+        self._apply = self.apply  # one bound method: what the layer calls while watched
+        self._users = 0
+        self._handles: list[Any] = []
+
+    @property
+    def layer(self) -> Any:
+        return self._layer()
+
+    def apply(self, z: torch.Tensor) -> torch.Tensor:
+        return self.post(self.pre(z))
+
+    def acquire(self) -> None:
+        layer = self.layer
+        if self._users == 0 and layer is not None:
+            swap = lambda m, *_: m.__dict__.__setitem__("activation", self._apply)  # noqa: E731
+            restore = lambda m, *_: m.__dict__.__setitem__("activation", self.function)  # noqa: E731
+            self._handles = [layer.register_forward_pre_hook(swap), layer.register_forward_hook(restore, always_call=True)]
+        self._users += 1
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
+
+
+class _Handle:
+    """A hook handle that also releases the swap when removed (once)."""
+
+    def __init__(self, handle: Any, split: _Split) -> None:
+        self._handle, self._split = handle, split
+
+    def remove(self) -> None:
+        if self._split is not None:
+            self._handle.remove()
+            self._split.release()
+            self._split = None
+
+
+class _Watched(nn.Module):
+    def __init__(self, split: _Split) -> None:
+        super().__init__()
+        self.split = split
+
+    @property
+    def layer(self) -> Any:
+        return self.split.layer
+
+    def register_forward_hook(self, hook: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.split.acquire()
+        return _Handle(super().register_forward_hook(hook, **kwargs), self.split)
+
+    def register_forward_pre_hook(self, hook: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.split.acquire()
+        return _Handle(super().register_forward_pre_hook(hook, **kwargs), self.split)
+
+
+class PreActivation(_Watched):
+    """Stands for a Keras layer with a fused activation: its output is the layer's pre-activation
+    ``z`` (the class is named after the layer's, ``Dense``)."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+
+class FusedActivation(_Watched):
+    """The activation a Keras layer applies inside its call (named after the registered
+    activation's module, ``ReLU``)."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.split.function(z)
+
+
+@functools.cache
+def _named(base: type[_Watched], name: str) -> type[_Watched]:
+    return type(name, (base,), {"__module__": __name__, "__qualname__": name})
+
+
+_SPLITS: weakref.WeakKeyDictionary[Any, _Split] = weakref.WeakKeyDictionary()
+
+
+def _split(layer: Any) -> _Split | None:
+    """The split of a weight layer's fused activation (one per layer, kept while the layer
+    lives), or ``None`` when the layer applies none (``linear``)."""
+    function = layer.__dict__.get("activation")
+    base = function.func if isinstance(function, functools.partial) else function
+    if function is None or getattr(base, "__name__", "") == "linear":
+        return None
+    split = _SPLITS.get(layer)
+    if split is None or (split.function is not function and split._apply is not function):
+        split = _SPLITS[layer] = _Split(layer, function)
+    return split
+
+
+def hooked_modules(model: Any) -> list[tuple[str, nn.Module, list[Weight]]]:
+    """What a pass hooks: every leaf layer, in layer order; a weight layer with a fused activation
+    as its :class:`PreActivation` (named as the layer) and its :class:`FusedActivation`
+    (``<layer>/activation``)."""
+    out: list[tuple[str, nn.Module, list[Weight]]] = []
+    for name, module, weights in [(n, m, module_weights(n, m)) for n, m in _leaves(model)]:
+        split = _split(module) if weights else None
+        if split is None:
+            out.append((name, module, weights))
+        else:
+            out += [(name, split.pre, weights), (f"{name}/activation", split.post, [])]
+    return out
+
+
+# -- structure ---------------------------------------------------------------------------------
+def kind(model: Any) -> str:
+    """``"sequential"``, ``"functional"`` or ``"subclassed"``."""
+    classes = {c.__name__ for c in _keras_classes(model)}
+    if "Sequential" in classes:
+        return "sequential"
+    return "functional" if "Functional" in classes else "subclassed"
+
+
+def _subgraph(layer: Any, name: str, hooked: dict[str, Any], edges: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """Entry and exit module names of one layer, adding the edges inside it to ``edges``."""
+    if not _children(layer):
+        if f"{name}/activation" in hooked:
+            edges.setdefault(name, []).append(f"{name}/activation")
+            return [name], [f"{name}/activation"]
+        return ([name], [name]) if name in hooked else ([], [])
+    prefix = f"{name}/" if name else ""
+    parts = {id(c): (c, _subgraph(c, prefix + c.name, hooked, edges)) for c in _children(layer)}
+    if kind(layer) == "functional":
+        for child, (_, exits) in parts.values():
+            consumers = [parts[id(n.operation)][1][0] for n in child._outbound_nodes if id(n.operation) in parts]
+            for a in exits:
+                edges.setdefault(a, []).extend(e for entries in consumers for e in entries)
+        sources = [c for c in layer.layers if keras_class(c) == "InputLayer"]
+        entries = [e for s in sources for n in s._outbound_nodes if id(n.operation) in parts for e in parts[id(n.operation)][1][0]]
+        produced = {id(t._keras_history.operation) for t in layer.outputs}
+        exits = [x for key, (_, (_, outs)) in parts.items() if key in produced for x in outs]
+        return entries, exits
+    if kind(layer) == "sequential":
+        chain = [io for _, io in parts.values()]
+        for (_, exits), (entries, _) in zip(chain, chain[1:], strict=False):
+            for a in exits:
+                edges.setdefault(a, []).extend(entries)
+        return (chain[0][0], chain[-1][1]) if chain else ([], [])
+    return [], []  # a subclassed model: its order is known only from a pass
+
+
+def successors(model: Any) -> dict[str, list[str]] | None:
+    """Hooked module name -> the hooked modules that take its output, from the Keras graph of a
+    Sequential or Functional model (nested ones too); ``None`` for a subclassed model."""
+    if kind(model) == "subclassed":
+        return None
+    hooked = {n: m for n, m, _ in hooked_modules(model)}
+    edges: dict[str, list[str]] = {}
+    _subgraph(model, "", hooked, edges)
+    return edges
+
+
+def skip_connections(model: Any) -> list[str] | None:
+    """Layers whose output meets another branch in a merge layer (``Add``, ``Concatenate``, ...),
+    from the Keras graph: ``[]`` for a Sequential, ``None`` for a subclassed model."""
+    found: list[str] = []
+    for name, layer in named_layers(model):
+        if name and kind(layer) == "subclassed" and _children(layer):
+            return None
+        if not (name and _is(layer, MERGES)):
+            continue
+        for node in layer._inbound_nodes:
+            parents = [p.operation for p in node.parent_nodes]
+            if len(parents) >= 2:
+                for op in parents:
+                    label = "input" if keras_class(op) == "InputLayer" else op.name
+                    if label not in found:
+                        found.append(label)
+    return found
+
+
+# -- passes and state --------------------------------------------------------------------------
+def call_options(model: Any) -> dict[str, Any]:
+    """Keras decides dropout and batch statistics by the ``training`` call argument, not by
+    torch's train/eval flag; pass the flag (a fresh model is in training mode, as in PyTorch;
+    ``model.fit`` leaves it in eval mode)."""
+    return {"training": bool(model.training)}
+
+
+def state(model: Any) -> list[torch.Tensor]:
+    """Tensors a training-mode pass may change besides the weights: every non-trainable variable
+    (BatchNormalization's moving statistics, the dropout seed generators' states)."""
+    return [v.value for v in model.non_trainable_variables]
+
+
+def biases(module: Any) -> list[torch.Tensor]:
+    return [b for w in module_weights("", module) if (b := w.bias) is not None]
+
+
+def norm_affine(module: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """A Keras normalization's scale and offset (``gamma``, ``beta``), either ``None`` if absent."""
+    gamma, beta = _variable(module, "gamma"), _variable(module, "beta")
+    return (gamma.value if gamma is not None else None), (beta.value if beta is not None else None)
+
+
+def example_batch(model: Any, batch: int = 2) -> torch.Tensor:
+    """Inputs shaped for a Keras model: from its ``keras.Input`` when it has one, else from the
+    first weight layer (features for ``Dense``, channels-last images or sequences for a
+    convolution, token ids for ``Embedding``)."""
+    found = weight_modules(model)
+    if not found:
+        raise ValueError("the model has no weight layers to shape an input for")
+    _, first, weights = found[0]
+    param = weights[0].tensor
+    try:
+        inputs = list(model.inputs or [])
+    except (AttributeError, ValueError):
+        inputs = []
+    if keras_class(first) == "Embedding":
+        shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 and None not in inputs[0].shape[1:] else (16,)
+        return torch.randint(0, int(param.shape[0]), (batch, *shape), device=param.device)
+    if len(inputs) == 1 and None not in inputs[0].shape[1:]:
+        return torch.randn(batch, *inputs[0].shape[1:], dtype=param.dtype, device=param.device)
+    if weights[0].role == "dense":
+        return torch.randn(batch, int(param.shape[0]), dtype=param.dtype, device=param.device)
+    if weights[0].role == "conv":
+        dims = param.dim() - 2
+        size = [{1: 64, 2: 32, 3: 16}[dims]] * dims
+        channels = int(param.shape[-2]) * (getattr(first, "groups", 1) or 1)
+        if keras_class(first) == "Conv2DTranspose" or "Transpose" in keras_class(first):
+            channels = int(param.shape[-1])
+        shape = (batch, channels, *size) if getattr(first, "data_format", "channels_last") == "channels_first" else (batch, *size, channels)
+        return torch.randn(shape, dtype=param.dtype, device=param.device)
+    raise ValueError(f"cannot shape an example input for a Keras model that starts with {keras_class(first)}; pass data=")
+
+
+def initializer(identifier: Any) -> Any:
+    """A Keras initializer object as trainability's initializer of the same name and config
+    (``VarianceScaling(scale=2, mode="fan_avg", distribution="uniform")`` draws the same
+    variance); any other identifier is returned unchanged."""
+    if not is_keras(identifier) or not hasattr(identifier, "get_config"):
+        return identifier
+    from trainability import init as inits
+
+    config = {k: v for k, v in identifier.get_config().items() if v is not None or k != "seed"}
+    return inits.get({"class_name": keras_class(identifier), "config": config})
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: the callback needs Keras, imported on first use
+    if name == "TrainabilityCallback":
+        globals()[name] = cls = _callback_class(load())
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _callback_class(keras: Any) -> type:
+    from trainability.monitor import DEFAULT_EVERY, Monitor, Schedule
+
+    class TrainabilityCallback(keras.callbacks.Callback):
+        """Run a :class:`~trainability.Monitor` during Keras ``model.fit``:
+        ``model.fit(x, y, callbacks=[TrainabilityCallback(every=10)])``. Findings are printed as
+        they appear and kept on ``callback.monitor.findings``."""
+
+        def __init__(self, *, every: Schedule = DEFAULT_EVERY, verbose: bool = True) -> None:
+            super().__init__()
+            self.every, self.verbose = every, verbose
+            self.monitor: Monitor | None = None
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            self.monitor = Monitor(self.model, every=self.every)
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            if self.monitor is None:
+                return
+            loss = (logs or {}).get("loss")
+            for finding in self.monitor.step(float(loss) if loss is not None else None):
+                if self.verbose:
+                    print(f"[trainability] {finding.kind} ({finding.severity}): {finding.message}\n    fix: {finding.fix}")
+
+        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+            if self.monitor is not None:
+                self.monitor.close()
+
+    return TrainabilityCallback
+
+
+__all__ = [
+    "ADAPTERS", "BACKEND", "INSTALL", "FusedActivation", "KerasWeight", "PreActivation", "activation", "backend", "build",
+    "call_options", "check", "example_batch", "explain", "hooked_modules", "initializer", "is_keras", "keras_class",
+    "load", "module_weights", "named_layers", "skip_connections", "successors", "weight_modules",
+]  # fmt: skip
