@@ -62,10 +62,12 @@ def test_ranking_orders_only_what_seed_noise_allows():
     assert analysis.rankings(flipped)[0].pairs[0][2] == "disagrees"
 
 
-def test_welch_p_matches_scipy():
+def test_welch_p_matches_scipy_and_takes_identical_seeds_without_warning():
     stats = pytest.importorskip("scipy.stats")
     a, b = [0.61, 0.64, 0.58, 0.60], [0.55, 0.57, 0.59]
     assert analysis.welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    stuck = [0.089000001549] * 3  # a sigmoid stack at chance, every seed alike (scipy warns here)
+    assert analysis.welch_p([0.40, 0.38, 0.42], stuck) < 0.01
 
 
 def test_a_page_of_sections_is_one_self_contained_file(tmp_path):
