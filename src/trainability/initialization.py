@@ -21,7 +21,14 @@ from trainability import adapters, schemes
 from trainability import init as inits
 from trainability._text import collapse, format_rows, span, value_range
 from trainability.batches import Batch
-from trainability.graph import Method, evaluating, find_consumers, is_norm, residual_blocks
+from trainability.graph import (
+    Method,
+    evaluating,
+    find_consumers,
+    hooked_modules,
+    is_norm,
+    residual_blocks,
+)
 
 
 @dataclass(frozen=True)
@@ -150,12 +157,13 @@ def _reset_norms(model: nn.Module, zero: list[str]) -> None:
 def _lsuv(model: nn.Module, weights: list[adapters.Weight], batch: Batch, tol: float, max_iter: int) -> None:
     """Layer-sequential unit variance (Mishkin & Matas 2016): orthonormal weights, then scale each
     layer, first to last, until the variance of its output on ``data`` is within ``tol`` of 1."""
+    outputs = {n: m for n, m, _ in hooked_modules(model)}  # a Keras layer's pre-activation, if fused
     with evaluating(model):
         for w in weights:
             _fill(w, inits.Orthogonal())
         captured: list[torch.Tensor] = []
         for w in weights:
-            handle = w.module.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
+            handle = outputs.get(w.module_name, w.module).register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
             try:
                 for _ in range(max_iter):
                     captured.clear()

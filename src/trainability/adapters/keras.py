@@ -52,9 +52,9 @@ from trainability.adapters import Role, Weight
 
 INSTALL = "Keras 3 is not installed: pip install 'trainability[keras]' (Keras 3 on the PyTorch backend)"
 BACKEND = (
-    "Keras runs on the {backend} backend here, and trainability works with Keras 3 on the PyTorch backend: "
-    "set KERAS_BACKEND=torch before Keras is imported (os.environ['KERAS_BACKEND'] = 'torch' at the top of "
-    "the script, before `import keras`, or KERAS_BACKEND=torch in the shell)"
+    "{what} the {backend} backend, and trainability works with Keras 3 on the PyTorch backend: set "
+    "KERAS_BACKEND=torch before Keras is imported (os.environ['KERAS_BACKEND'] = 'torch' at the top of the "
+    "script, before `import keras`, or KERAS_BACKEND=torch in the shell)"
 )
 
 #: Keras layer classes (any class in the layer's MRO) whose output a normalization keeps at scale.
@@ -111,22 +111,22 @@ def load() -> Any:
     """Import Keras 3 on the PyTorch backend, or raise ``ValueError`` saying what to do: install
     it (``trainability[keras]``), or set ``KERAS_BACKEND=torch`` before Keras is imported."""
     if "keras" not in sys.modules and os.environ.get("KERAS_BACKEND", "torch") != "torch":
-        raise ValueError(BACKEND.format(backend=os.environ["KERAS_BACKEND"]))
+        raise ValueError(BACKEND.format(what="KERAS_BACKEND asks for", backend=os.environ["KERAS_BACKEND"]))
     try:
         import keras
     except ImportError as exc:
         if exc.name == "keras":
             raise ValueError(INSTALL) from exc
-        raise ValueError(f"{BACKEND.format(backend=backend())} ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"{BACKEND.format(what='Keras failed to load', backend=backend())} ({type(exc).__name__}: {exc})") from exc
     if keras.backend.backend() != "torch":
-        raise ValueError(BACKEND.format(backend=keras.backend.backend()))
+        raise ValueError(BACKEND.format(what="Keras runs on", backend=keras.backend.backend()))
     return keras
 
 
 def check(model: Any) -> None:
     """Raise the backend error for a Keras model that is not a ``torch.nn.Module``."""
     if is_keras(model) and not isinstance(model, nn.Module):
-        raise ValueError(f"{type(model).__name__} is a Keras model on another backend. {BACKEND.format(backend=backend())}")
+        raise ValueError(BACKEND.format(what=f"{type(model).__name__} is a Keras model on", backend=backend()))
 
 
 def explain(exc: BaseException) -> str | None:
@@ -137,7 +137,7 @@ def explain(exc: BaseException) -> str | None:
         return INSTALL
     keras_seen = any(name == "keras" or name.startswith("keras.") for name in sys.modules)
     if keras_seen and os.environ.get("KERAS_BACKEND", "torch") != "torch":
-        return BACKEND.format(backend=os.environ["KERAS_BACKEND"])
+        return BACKEND.format(what="KERAS_BACKEND asks for", backend=os.environ["KERAS_BACKEND"])
     return None
 
 
@@ -524,7 +524,7 @@ def skip_connections(model: Any) -> list[str] | None:
     from the Keras graph: ``[]`` for a Sequential, ``None`` for a subclassed model."""
     found: list[str] = []
     for name, layer in named_layers(model):
-        if name and kind(layer) == "subclassed" and _children(layer):
+        if kind(layer) == "subclassed" and _children(layer):  # its connections are in Python code
             return None
         if not (name and _is(layer, MERGES)):
             continue
@@ -585,9 +585,8 @@ def example_batch(model: Any, batch: int = 2) -> torch.Tensor:
     if weights[0].role == "conv":
         dims = param.dim() - 2
         size = [{1: 64, 2: 32, 3: 16}[dims]] * dims
-        channels = int(param.shape[-2]) * (getattr(first, "groups", 1) or 1)
-        if keras_class(first) == "Conv2DTranspose" or "Transpose" in keras_class(first):
-            channels = int(param.shape[-1])
+        transposed = _is(first, {"BaseConvTranspose"})  # (*kernel, out, in), else (*kernel, in/groups, out)
+        channels = int(param.shape[-1]) if transposed else int(param.shape[-2]) * (getattr(first, "groups", 1) or 1)
         shape = (batch, channels, *size) if getattr(first, "data_format", "channels_last") == "channels_first" else (batch, *size, channels)
         return torch.randn(shape, dtype=param.dtype, device=param.device)
     raise ValueError(f"cannot shape an example input for a Keras model that starts with {keras_class(first)}; pass data=")
@@ -601,8 +600,14 @@ def initializer(identifier: Any) -> Any:
         return identifier
     from trainability import init as inits
 
-    config = {k: v for k, v in identifier.get_config().items() if v is not None or k != "seed"}
-    return inits.get({"class_name": keras_class(identifier), "config": config})
+    config = {k: v for k, v in identifier.get_config().items() if v is not None}  # None: Keras' defaults
+    try:
+        return inits.get({"class_name": keras_class(identifier), "config": config})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"cannot use the Keras initializer {keras_class(identifier)}({config}) here ({exc}); pass its name "
+            f"or one of trainability.init's: {', '.join(inits.names())}"
+        ) from exc
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: the callback needs Keras, imported on first use

@@ -1,0 +1,473 @@
+"""Keras 3 models on the PyTorch backend: diagnosed, initialized and monitored like their PyTorch
+twins. Each Keras model is checked against an independent reference: the same network built in
+PyTorch with the same weights (the doctor's PyTorch path), Keras' own initializers, or Keras'
+own ``fit`` and ``save``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+_backend = os.environ.get("KERAS_BACKEND")
+os.environ["KERAS_BACKEND"] = "torch"  # read once, when Keras is imported
+try:
+    keras = pytest.importorskip("keras")
+finally:  # the rest of the suite (and its subprocesses) keeps its own environment
+    if _backend is None:
+        del os.environ["KERAS_BACKEND"]
+    else:
+        os.environ["KERAS_BACKEND"] = _backend
+if keras.backend.backend() != "torch":  # pragma: no cover - Keras was imported elsewhere first
+    pytest.skip("Keras was imported on another backend before this module", allow_module_level=True)
+
+from keras import layers  # noqa: E402
+
+from trainability import Monitor, adapters, diagnose, fit, initialize  # noqa: E402
+from trainability.adapters import keras as keras_adapter  # noqa: E402
+from trainability.cli import main  # noqa: E402
+from trainability.graph import find_consumers, skip_connections  # noqa: E402
+
+ROOT = Path(__file__).parent.parent
+EXAMPLE = ROOT / "examples" / "keras_textbook.py"
+#: Keras' own: saving reads variables through numpy 2's deprecated __array__ protocol.
+KERAS_NUMPY2 = "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+TORCH_ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "selu": nn.SELU, "elu": nn.ELU}
+
+
+@pytest.fixture(autouse=True)
+def _keras_seed_and_one_thread():
+    """Seeded Keras; tiny models on one thread (two threads thrash on a busy machine: 30 s for a
+    fit that takes 0.5 s on one)."""
+    keras.utils.set_random_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def torch_twin(model) -> nn.Sequential:
+    """The same network in PyTorch, with the Keras model's weights (kernels transposed)."""
+    out: list[nn.Module] = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Dense":
+            kernel = layer.kernel.value.detach()
+            linear = nn.Linear(kernel.shape[0], kernel.shape[1], bias=layer.bias is not None)
+            with torch.no_grad():
+                linear.weight.copy_(kernel.T)
+                if layer.bias is not None:
+                    linear.bias.copy_(layer.bias.value)
+            out.append(linear)
+            fused = layer.get_config()["activation"]
+            if fused != "linear":
+                out.append(TORCH_ACTIVATIONS[fused]())
+        elif kind == "LeakyReLU":
+            out.append(nn.LeakyReLU(layer.negative_slope))
+        elif kind == "PReLU":
+            alpha = layer.alpha.value.detach()
+            prelu = nn.PReLU(alpha.numel())
+            with torch.no_grad():
+                prelu.weight.copy_(alpha.reshape(-1))
+            out.append(prelu)
+        elif kind == "Activation":
+            out.append(TORCH_ACTIVATIONS[layer.get_config()["activation"]]())
+        elif kind == "Dropout":
+            out.append(nn.Dropout(layer.rate))
+        else:  # pragma: no cover - the test builds only these
+            raise AssertionError(kind)
+    return nn.Sequential(*out)
+
+
+def verdicts(report) -> list[tuple[str, str]]:
+    return sorted((f.kind, f.severity) for f in report.findings)
+
+
+def per_layer(report) -> dict[str, list[float]]:
+    """What the doctor measured, in layer order, without names: weight layers' gradient RMS
+    relative to the top, dead and saturated fractions."""
+    weights = [s for s in report.layers if s.role == "weight"]
+    return {
+        "gradient": [s.unit_grad_rms / weights[-1].unit_grad_rms for s in weights],
+        "dead": [s.dead_fraction for s in report.layers if s.dead_fraction is not None],
+        "saturated": [s.saturated_fraction for s in report.layers if s.saturated_fraction is not None],
+    }
+
+
+def assert_twins_agree(model, x, y=None):
+    """Same findings; and, without dropout (whose masks the two libraries draw differently),
+    the same measurements layer by layer."""
+    keras_report = diagnose(model, x, y)
+    torch_report = diagnose(torch_twin(model), x, y)
+    assert verdicts(keras_report) == verdicts(torch_report), (keras_report.verdict(), torch_report.verdict())
+    if any(type(layer).__name__ == "Dropout" for layer in model.layers):
+        return keras_report
+    ours, theirs = per_layer(keras_report), per_layer(torch_report)
+    for key in ours:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    assert keras_report.loss == pytest.approx(torch_report.loss, rel=1e-5)
+    return keras_report
+
+
+def stack(activation, initializer, *, depth=10, width=64, features=20, dropout=0.0, fused=True):
+    """A deep Dense stack as people write it in Keras."""
+    model = [keras.Input((features,))]
+    for _ in range(depth):
+        if fused:
+            model.append(layers.Dense(width, activation=activation, kernel_initializer=initializer))
+        else:
+            model += [layers.Dense(width, kernel_initializer=initializer), layers.Activation(activation)]
+        if dropout:
+            model.append(layers.Dropout(dropout))
+    model.append(layers.Dense(3, kernel_initializer=initializer))
+    return keras.Sequential(model)
+
+
+def data(n=256, features=20):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, features, generator=g)
+    return x, (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+
+
+# -- the textbook's snippets, and sick models, against their PyTorch twins ---------------------
+TEXTBOOK = {
+    # he_norm = Dense(10, activation='relu', kernel_initializer='he_normal'), stacked
+    "he_normal": lambda: stack("relu", "he_normal"),
+    # VarianceScaling(scale=2, mode='fan_avg', distribution='uniform')
+    "he_fan_avg": lambda: stack("relu", keras.initializers.VarianceScaling(scale=2, mode="fan_avg", distribution="uniform")),
+    "leaky_relu": lambda: keras.Sequential([keras.Input((20,))] + [
+        m for _ in range(8) for m in (layers.Dense(64, kernel_initializer="he_normal"), layers.LeakyReLU(negative_slope=0.2))
+    ] + [layers.Dense(3)]),
+    "prelu": lambda: keras.Sequential([keras.Input((20,))] + [
+        m for _ in range(8) for m in (layers.Dense(64, kernel_initializer="he_normal"), layers.PReLU())
+    ] + [layers.Dense(3)]),
+    "selu": lambda: stack("selu", "lecun_normal"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(TEXTBOOK))
+def test_textbook_models_agree_with_pytorch_and_are_healthy(name):
+    x, y = data()
+    report = assert_twins_agree(TEXTBOOK[name](), x, y)
+    assert not [f for f in report.findings if f.severity == "error"], report.verdict()
+    assert not {f.kind for f in report.findings} & {"vanishing_gradients", "exploding_gradients", "init_mismatch"}
+
+
+SICK = {
+    "sigmoid N(0, 1)": (lambda: stack("sigmoid", keras.initializers.RandomNormal(0.0, 1.0)), {"saturated_units", "init_mismatch"}),
+    "relu N(0, 1)": (lambda: stack("relu", keras.initializers.RandomNormal(0.0, 1.0)), {"exploding_gradients", "init_mismatch"}),
+    "selu with Dropout": (lambda: stack("selu", "lecun_normal", dropout=0.2), {"self_normalization_broken"}),
+    "tanh N(0, 1), separate layers": (lambda: stack("tanh", keras.initializers.RandomNormal(0.0, 1.0), fused=False),
+                                      {"saturated_units", "init_mismatch"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SICK))
+def test_sick_models_get_the_findings_of_their_pytorch_twins(name):
+    make, expected = SICK[name]
+    x, y = data()
+    report = assert_twins_agree(make(), x, y)
+    assert expected <= {f.kind for f in report.findings}, report.verdict()
+
+
+def test_dropout_in_a_selu_stack_is_named_by_its_keras_name():
+    model = stack("selu", "lecun_normal", depth=3, dropout=0.2)
+    found = [f for f in diagnose(model, *data()).findings if f.action.get("condition") == "ordinary dropout"]
+    assert found and found[0].layers == [layer.name for layer in model.layers if type(layer).__name__ == "Dropout"]
+
+
+def test_fused_activation_units_are_read_before_and_after_the_activation():
+    """A Dense with activation='relu': the Dense row is the pre-activation z (its mean is that of
+    x W + b), the activation row the ReLU's output, whose zeros give the dead units."""
+    model = stack("relu", keras.initializers.RandomNormal(0.0, 1.0), depth=4, width=32)
+    x, _ = data()
+    report = diagnose(model, x)
+    first = model.layers[0]
+    z = x @ first.kernel.value.detach() + first.bias.value.detach()
+    rows = {s.name: s for s in report.layers}
+    assert rows[first.name].mean == pytest.approx(float(z.mean()), rel=1e-4)
+    assert rows[first.name].std == pytest.approx(float(z.std(unbiased=False)), rel=1e-4)
+    assert rows[f"{first.name}/activation"].dead_fraction == pytest.approx(float((z.amax(0) <= 0).float().mean()))
+    assert rows[first.name].activation == "relu" and rows[f"{first.name}/activation"].type == "ReLU"
+
+
+def test_layers_are_named_by_their_keras_names_and_activations_read_with_hyperparameters():
+    model = keras.Sequential([
+        keras.Input((8,)),
+        layers.Dense(16, name="hidden", kernel_initializer="he_normal"), layers.LeakyReLU(negative_slope=0.2, name="leaky"),
+        layers.Dense(16, name="elu_in"), layers.ELU(alpha=0.5),
+        layers.Dense(16, name="prelu_in"), layers.PReLU(name="prelu"),
+        layers.Dense(16, name="selu_in"), layers.Activation("selu"),
+        layers.Dense(16, name="relu_in"), layers.ReLU(negative_slope=0.1),
+        layers.Dense(16, name="fused", activation=keras.activations.leaky_relu),
+        layers.Dense(2, name="head", activation="softmax"),
+    ])  # fmt: skip
+    links, method = find_consumers(model)
+    assert method == "sequential"
+    found = {n: (link.activation.name if link.activation else None, link.hyperparameters) for n, link in links.items()}
+    assert found == {
+        "hidden": ("leaky_relu", {"negative_slope": 0.2}), "elu_in": ("elu", {"alpha": 0.5}),
+        "prelu_in": ("prelu", {"num_parameters": 16, "init": 0.0}), "selu_in": ("selu", {}),
+        "relu_in": ("leaky_relu", {"negative_slope": 0.1}), "fused": ("leaky_relu", {"negative_slope": 0.2}),
+        "head": ("softmax", {"dim": -1}),
+    }  # fmt: skip
+    report = diagnose(model, torch.randn(32, 8))
+    assert [s.name for s in report.layers if s.role == "weight"] == list(found)
+
+
+def test_weights_have_keras_layouts_and_fans():
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)), layers.Conv2D(8, 3, activation="relu"), layers.DepthwiseConv2D(3),
+        layers.Conv2DTranspose(4, 3), layers.Conv2D(8, 3, groups=2), layers.Flatten(), layers.Dense(5),
+    ])  # fmt: skip
+    fans = {n: (w.role, w.fans) for n, _, ws in adapters.weight_modules(model) for w in ws}
+    conv, depthwise, transpose, grouped, _, dense = (layer.name for layer in model.layers)
+    assert fans == {
+        conv: ("conv", (27, 72)), depthwise: ("conv", (9, 9)), transpose: ("conv", (72, 36)),
+        grouped: ("conv", (18, 36)), dense: ("dense", (12 * 12 * 8, 5)),
+    }  # fmt: skip
+    report = diagnose(model, torch.randn(16, 16, 16, 3))
+    dead = {s.name: s.dead_fraction for s in report.layers if s.dead_fraction is not None}
+    assert set(dead) == {f"{conv}/activation"}  # per channel (channels last): 8 units
+
+
+def test_embedding_is_a_lookup():
+    model = keras.Sequential([keras.Input((6,), dtype="int32"), layers.Embedding(50, 12), layers.Flatten(), layers.Dense(2)])
+    (name, _, (weight,)), _ = adapters.weight_modules(model)
+    assert weight.role == "embedding" and weight.fans == (1, 12)
+    batch = adapters.example_batch(model, batch=4)
+    assert batch.shape == (4, 6) and not batch.is_floating_point()
+
+
+def test_functional_model_follows_the_keras_graph():
+    inputs = keras.Input((16,))
+    left = layers.Dense(32, name="left")(inputs)
+    right = layers.Dense(32, name="right")(inputs)
+    left = layers.BatchNormalization(name="bn")(left)
+    left = layers.Activation("selu", name="left_act")(left)
+    right = layers.Activation("tanh", name="right_act")(right)
+    merged = layers.Add(name="add")([left, right])
+    outputs = layers.Dense(3, name="out")(merged)
+    model = keras.Model(inputs, outputs)
+    links, method = find_consumers(model)
+    assert method == "graph"
+    assert {n: (link.activation and link.activation.name, link.normalized) for n, link in links.items()} == {
+        "left": ("selu", True), "right": ("tanh", False), "out": (None, False)}
+    assert skip_connections(model) == ["left_act", "right_act"]
+
+
+def test_subclassed_and_nested_models_by_a_probe_pass():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.body = keras.Sequential([layers.Dense(16, name="inner"), layers.ReLU(name="inner_relu")], name="body")
+            self.head = layers.Dense(2, activation="tanh", name="head")
+
+        def call(self, x):
+            return self.head(self.body(x))
+
+    model = Net()
+    model(torch.randn(2, 4))
+    links, method = find_consumers(model)
+    assert method == "probe"
+    assert {n: link.activation.name for n, link in links.items()} == {"body/inner": "relu", "head": "tanh"}
+    assert skip_connections(model) is None
+
+
+# -- diagnose leaves the model as it was --------------------------------------------------------
+@pytest.mark.filterwarnings(KERAS_NUMPY2)
+def test_diagnose_leaves_no_trace_and_respects_train_eval(tmp_path):
+    model = keras.Sequential([keras.Input((20,)), layers.Dense(64, activation="relu"), layers.BatchNormalization(),
+                              layers.Dropout(0.5), layers.Dense(3)])  # fmt: skip
+    dense, norm, *_ = model.layers
+    before = [v.value.detach().clone() for v in model.variables]
+    x, y = data()
+    train = diagnose(model, x, y)
+    after = [v.value for v in model.variables]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # moving statistics, seed states
+    assert dense.activation is keras.activations.relu and not dense._forward_hooks and not dense._forward_pre_hooks
+    model.eval()  # Keras' own fit leaves the model in eval mode: inference (no dropout, moving statistics)
+    with torch.no_grad():
+        inference = float(nn.functional.cross_entropy(model(x), y))
+    assert diagnose(model, x, y).loss == pytest.approx(inference, rel=1e-5)
+    assert train.loss != pytest.approx(diagnose(model, x, y).loss)
+    model.save(tmp_path / "model.keras")  # the fused activation is the layer's own again: it serializes
+    assert keras.models.load_model(tmp_path / "model.keras").layers[0].get_config()["activation"] == "relu"
+
+
+def test_unbuilt_model_builds_on_the_batch_or_says_how():
+    model = keras.Sequential([layers.Dense(10, kernel_initializer="he_normal"), layers.Dense(1)])
+    with pytest.raises(ValueError, match=r"not built yet.*keras.Input"):
+        initialize(model)
+    assert diagnose(model, torch.randn(32, 8)).layers[0].name == model.layers[0].name
+
+
+# -- initialize --------------------------------------------------------------------------------
+def wide():
+    return keras.Sequential([keras.Input((512,)), layers.Dense(768, activation="relu"), layers.Dense(512, activation="selu"),
+                             layers.Dense(384, activation="tanh"), layers.Dense(10)])  # fmt: skip
+
+
+@pytest.mark.parametrize("init, variance", [
+    ("auto", [2 / 512, 1 / 768, 2 / (512 + 384), 2 / (384 + 10)]),
+    ("he_normal", [2 / 512, 2 / 768, 2 / 512, 2 / 384]),
+    ("lecun_normal", [1 / 512, 1 / 768, 1 / 512, 1 / 384]),
+    ("glorot_uniform", [2 / (512 + 768), 2 / (768 + 512), 2 / (512 + 384), 2 / (384 + 10)]),
+    (keras.initializers.VarianceScaling(scale=2, mode="fan_avg", distribution="uniform"),
+     [4 / (512 + 768), 4 / (768 + 512), 4 / (512 + 384), 4 / (384 + 10)]),
+])  # fmt: skip
+def test_initialize_gives_the_variance_the_keras_name_promises(init, variance):
+    model = wide()
+    plan = initialize(model, init=init, seed=0)
+    kernels = [layer.kernel.value.detach() for layer in model.layers]
+    measured = [float(k.var()) for k in kernels]
+    np.testing.assert_allclose(measured[:3], variance[:3], rtol=0.02)  # the large layers
+    np.testing.assert_allclose(measured[3], variance[3], rtol=0.1)  # 3840 weights
+    if isinstance(init, str) and init != "auto":  # Keras' own initializer of that name draws the same variance
+        own = [float(keras.initializers.get(init)(k.shape).var()) for k in kernels[:3]]
+        np.testing.assert_allclose(measured[:3], own, rtol=0.02)
+    assert [e.layer for e in plan] == [layer.name for layer in model.layers]
+    assert all(float(layer.bias.value.detach().abs().max()) == 0.0 for layer in model.layers)
+
+
+def test_lsuv_scales_the_pre_activation_of_a_fused_layer():
+    model = stack("tanh", "glorot_uniform", depth=4, width=64)
+    x, _ = data()
+    initialize(model, init="lsuv", data=x)
+    h = x
+    with torch.no_grad():
+        for layer in model.layers[:-1]:
+            z = h @ layer.kernel.value + layer.bias.value
+            assert float(z.var()) == pytest.approx(1.0, abs=0.1)
+            h = torch.tanh(z)
+
+
+def test_initialize_conv_kernels_with_their_fans():
+    model = keras.Sequential([keras.Input((8, 8, 64)), layers.Conv2D(128, 3, activation="relu"), layers.Flatten(), layers.Dense(4)])
+    initialize(model, seed=0)
+    assert float(model.layers[0].kernel.value.detach().var()) == pytest.approx(2 / (3 * 3 * 64), rel=0.02)
+
+
+@pytest.mark.filterwarnings(KERAS_NUMPY2)
+def test_initialized_model_still_trains_with_keras_fit_and_saves(tmp_path):
+    model = stack("relu", keras.initializers.RandomNormal(0.0, 1.0), depth=6, width=32)
+    initialize(model, seed=0)
+    assert not [f for f in diagnose(model, *data()).findings if f.severity == "error"]
+    x, y = (t.numpy() for t in data(512))
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, epochs=4, batch_size=32, verbose=0)
+    assert history.history["loss"][-1] < 0.75 * history.history["loss"][0]
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0), rtol=1e-5)
+
+
+def test_trainability_fit_trains_a_keras_model_in_training_mode():
+    model = keras.Sequential([keras.Input((20,)), layers.Dense(32, activation="relu"), layers.BatchNormalization(), layers.Dense(3)])
+    initialize(model, seed=0)
+    norm = model.layers[1]
+    history = fit(model, data(256), epochs=3, lr=0.05, progress=False, seed=0)
+    assert history.epochs[-1]["loss"] < history.epochs[0]["loss"]
+    assert float(norm.moving_mean.value.abs().sum()) > 0  # batch statistics were used and tracked
+
+
+# -- monitoring --------------------------------------------------------------------------------
+def test_monitor_callback_in_keras_fit():
+    model = stack("relu", "he_normal", depth=3, width=32)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = keras_adapter.TrainabilityCallback(every=4, verbose=False)
+    x, y = (t.numpy() for t in data(256))
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[callback])
+    rows = callback.monitor.rows
+    assert sorted({step for step, *_ in rows}) == [0, 4, 8, 12]
+    dense = [layer.name for layer in model.layers]
+    assert {layer for _, layer, *_ in rows} == set(dense)
+    assert {layer for _, layer, stat, _ in rows if stat == "dead_fraction"} == set(dense[:-1])  # fused relu, pre-activation
+    assert all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in model.layers)
+
+
+def test_monitor_in_a_torch_loop_finds_a_nan():
+    model = stack("relu", "he_normal", depth=3, width=16)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e6)
+    x, y = data(64)
+    with Monitor(model, every=1) as monitor:
+        for _ in range(6):
+            loss = nn.functional.cross_entropy(model(x, training=True), y)
+            loss.backward()
+            monitor.step(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+            if not torch.isfinite(loss):
+                break
+    assert any(f.kind in ("non_finite", "exploding_gradients") for f in monitor.findings)
+    assert {layer for _, layer, *_ in monitor.rows} <= {layer.name for layer in model.layers}
+
+
+# -- the doctor command, imports and errors ------------------------------------------------------
+def test_doctor_command_on_a_keras_file(capsys):
+    assert main(["doctor", f"{EXAMPLE}:selu_model"]) == 0
+    out = capsys.readouterr().out
+    assert "example_batch()" in out and "HEALTHY" in out and "Dense" in out
+
+
+def test_doctor_command_on_a_sick_keras_file(tmp_path, capsys):
+    path = tmp_path / "sick.py"
+    path.write_text(
+        "import keras\n"
+        "def build(depth=12):\n"
+        "    init = keras.initializers.RandomNormal(0.0, 1.0)\n"
+        "    return keras.Sequential([keras.Input((64,))] + [keras.layers.Dense(64, activation='sigmoid', kernel_initializer=init)"
+        " for _ in range(depth)] + [keras.layers.Dense(10)])\n"
+    )
+    assert main(["doctor", f"{path}:build", "--batch-size", "128"]) == 1  # 64 inputs: the digits data
+    out = capsys.readouterr().out
+    assert "digits" in out and "saturated_units" in out and "dense" in out
+
+
+def test_import_trainability_does_not_import_keras():
+    code = "import sys, trainability, trainability.cli, trainability.adapters; assert 'keras' not in sys.modules, 'keras'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_without_keras_the_keras_path_says_how_to_install(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "keras", None)  # import keras fails, as when it is not installed
+    with pytest.raises(ValueError, match=r"pip install 'trainability\[keras\]'"):
+        keras_adapter.load()
+    path = tmp_path / "net.py"
+    path.write_text("import keras\ndef build():\n    return keras.Sequential([keras.layers.Dense(1)])\n")
+    assert main(["doctor", f"{path}:build"]) == 2
+    assert "pip install 'trainability[keras]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_keras_on_another_backend_gets_a_clear_error(backend):
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    command = f"import sys\nfrom trainability.cli import main\nsys.exit(main(['doctor', {str(EXAMPLE)!r} + ':selu_model']))"
+    result = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert f"the {backend} backend" in result.stderr and "set KERAS_BACKEND=torch before Keras is imported" in result.stderr
+    code = "from trainability.adapters.keras import load\ntry:\n    load()\nexcept ValueError as e:\n    print(e)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert "set KERAS_BACKEND=torch" in out
+
+
+def test_a_keras_model_on_jax_gets_the_backend_error():
+    code = (
+        "import os\nos.environ['KERAS_BACKEND'] = 'jax'\nimport keras, numpy as np, trainability\n"
+        "model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])\n"
+        "for call in (lambda: trainability.diagnose(model, np.zeros((2, 4))), lambda: trainability.initialize(model),"
+        " lambda: trainability.Monitor(model)):\n"
+        "    try:\n        call()\n    except ValueError as e:\n        print(e)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if "No module named 'jax'" in result.stderr:
+        pytest.skip("jax is not installed (the CLI test above covers a missing backend)")
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3 and all("Sequential is a Keras model on the jax backend" in line for line in lines), result.stderr
