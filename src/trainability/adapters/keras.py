@@ -25,11 +25,12 @@ hookable modules (:class:`PreActivation` stands for the layer and sees ``z = x W
 the pre-activation are read exactly as for ``nn.Linear`` followed by ``nn.ReLU``. Outside a call
 the layer is untouched, so ``model.save`` and ``model.fit`` never see the swap.
 
-Keras is imported only for a Keras object (``import trainability`` never imports it).
+Keras is imported only for a Keras object (``import trainability`` never imports it). With
+``KERAS_BACKEND=torch`` set before Keras is imported::
 
->>> # KERAS_BACKEND=torch python -c "..."
->>> # model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu")])
->>> # [(n, w.fans) for n, _, ws in weight_modules(model) for w in ws]   ->  [('dense', (8, 16))]
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu")])
+    [(n, w.fans) for n, _, ws in weight_modules(model) for w in ws]    # [('dense', (8, 16))]
+    [n for n, _, _ in hooked_modules(model)]                           # ['dense', 'dense/activation']
 """
 
 from __future__ import annotations
@@ -291,8 +292,7 @@ def _function_activation(function: Any) -> tuple[ActivationSpec, dict[str, Any]]
     while isinstance(function, functools.partial):
         keywords = {**function.keywords, **keywords}
         function = function.func
-    spec = activations.find(function) if isinstance(function, nn.Module) else None
-    spec = spec or activations.find(getattr(function, "__name__", ""))
+    spec = activations.find(function) or activations.find(getattr(function, "__name__", ""))  # torch's, else by name
     if spec is None or spec.name == "identity":
         return None
     try:
