@@ -117,3 +117,15 @@ def test_library_warnings_do_not_reach_the_terminal(capsys, monkeypatch):
     monkeypatch.setattr(sys, "warnoptions", ["default"])  # python -W: the user asked to see them
     with pytest.raises(RuntimeWarning, match="Mean of empty slice"):
         main(["table"])
+
+
+def test_a_diverging_run_is_reported_not_crashed(tmp_path):
+    lines: list[str] = []
+    result = run_demo(datasets.load("digits"), DemoSettings(depth=3, width=8, epochs=2, lr=1e6), progress=False,
+                      echo=lines.append)  # fmt: skip
+    runs = (result.default, result.fixed, result.selu, result.batch_norm)
+    stopped = [run for run in runs if run.history.stopped]
+    assert stopped and all(run.history.stopped == "non_finite" for run in stopped)
+    assert all(np.isnan(run.accuracy) for run in stopped if not run.history.epochs)
+    assert "the loss became NaN or Inf; try a lower learning rate" in "\n".join(lines)
+    assert result.plot(tmp_path / "nan.png").stat().st_size > 0

@@ -96,8 +96,9 @@ class Trained:
 
     @property
     def accuracy(self) -> float:
-        """Validation accuracy after the last epoch."""
-        return self.history.metric("val_accuracy")[-1]
+        """Validation accuracy after the last completed epoch (NaN if none completed)."""
+        accuracy = self.history.metric("val_accuracy")
+        return accuracy[-1] if accuracy else float("nan")
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,12 @@ def _verdict_line(report: Report) -> str:
     return "doctor: " + ", ".join(dict.fromkeys(f.kind for f in report.findings))
 
 
+def _stopped(run: Trained) -> str:
+    if not run.history.stopped:
+        return ""
+    return f"  [stopped after {len(run.history.epochs)} epochs: the loss became NaN or Inf; try a lower learning rate]"
+
+
 def _train(label: str, model: torch.nn.Module, data: Any, settings: DemoSettings, progress: bool) -> History:
     """``fit`` one epoch at a time behind one progress bar; ``seed + epoch`` gives each epoch the
     data order a single ``fit(..., seed=seed)`` call would."""
@@ -138,10 +145,10 @@ def _train(label: str, model: torch.nn.Module, data: Any, settings: DemoSettings
         for epoch in range(settings.epochs):
             one = fit(model, data.train, val_data=data.validation, epochs=1, batch_size=settings.batch_size,
                       optimizer=optimizer, seed=settings.seed + epoch, monitor=False, progress=False)  # fmt: skip
-            history.epochs.append({**one.epochs[0], "epoch": epoch + 1})
-            if one.stopped:
-                history.stopped = one.stopped
+            if one.stopped:  # a non-finite loss: fit explains it in one.findings
+                history.stopped, history.findings = one.stopped, one.findings
                 break
+            history.epochs.append({**one.epochs[0], "epoch": epoch + 1})
             bar.set_postfix_str(f"val_accuracy {history.epochs[-1]['val_accuracy']:.3f}", refresh=False)
             bar.update()
     return history
@@ -211,7 +218,7 @@ def _run(data: Any, settings: DemoSettings, progress: bool, echo: Callable[[str]
         default = Trained("PyTorch default init", sick_report, _train("PyTorch default init", sick, data, s, progress))
         healthy = Trained("after initialize()", fixed_report, _train("after initialize()", fixed, data, s, progress))
         for run in (default, healthy):
-            say(f"{run.label:<28} validation accuracy {run.accuracy:.3f}")
+            say(f"{run.label:<28} validation accuracy {run.accuracy:.3f}{_stopped(run)}")
         say(f"{'chance (commonest class)':<28} validation accuracy {chance:.3f}")
 
         say("\n== 4. The textbook's other cures, same depth and training ==\n")
@@ -225,7 +232,7 @@ def _run(data: Any, settings: DemoSettings, progress: bool, echo: Callable[[str]
             report = diagnose(model, x, y)
             run = Trained(label, report, _train(label, model, data, s, progress))
             lessons.append(run)
-            say(f"{label:<28} validation accuracy {run.accuracy:.3f}  ({how}; {_verdict_line(report)})")
+            say(f"{label:<28} validation accuracy {run.accuracy:.3f}  ({how}; {_verdict_line(report)}){_stopped(run)}")
 
     return DemoResult(s, data.name, chance, plan, default, healthy, lessons[0], lessons[1], time.perf_counter() - start)
 
