@@ -393,6 +393,18 @@ def test_monitor_callback_in_keras_fit():
     assert all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in model.layers)
 
 
+def test_monitor_watches_keras_layers_by_name():
+    model = stack("relu", "he_normal", depth=3, width=16)
+    first = model.layers[0].name
+    x, y = data(64)
+    with Monitor(model, every=1, layers=[first, f"{first}/activation"]) as monitor:
+        nn.functional.cross_entropy(model(x, training=True), y).backward()
+        monitor.step(0.0)
+    assert {layer for _, layer, *_ in monitor.rows} == {first, f"{first}/activation"}
+    with pytest.raises(ValueError, match="layers not in the model: nope"):
+        Monitor(model, layers=["nope"])
+
+
 def test_monitor_in_a_torch_loop_finds_a_nan():
     model = stack("relu", "he_normal", depth=3, width=16)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e6)

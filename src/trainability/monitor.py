@@ -38,7 +38,7 @@ from trainability.batches import Batch, model_loss
 from trainability.doctor import diagnose, layer_stats, rules
 from trainability.doctor.capture import Capture
 from trainability.doctor.report import Finding, LayerStats
-from trainability.graph import find_consumers
+from trainability.graph import find_consumers, hooked_modules
 
 DEFAULT_EVERY = 100
 #: A layer's weight-gradient norm this many times its median over earlier recordings: explosion.
@@ -80,6 +80,7 @@ class Monitor:
         self.model = model
         self.schedule = make_schedule(every)
         leaves = {n for n, m in model.named_modules() if next(m.children(), None) is None}
+        leaves |= {n for n, _, _ in hooked_modules(model)}  # what a capture hooks: a Keras model's layers too
         if layers is not None:
             unknown = sorted(set(layers) - leaves)
             if unknown:
