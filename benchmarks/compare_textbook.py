@@ -30,8 +30,14 @@ SHOT = DOCS / "compare_report.png"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keep", help="copy the results folder here afterwards (default: discard)")
+    parser.add_argument("--from", dest="source", nargs=4, metavar=("FOLDER", "WALL_S", "LOAD_BEFORE", "LOAD_AFTER"),
+                        help="re-render the page, screenshot and section from a kept folder and its measured figures")  # fmt: skip
     args = parser.parse_args()
-    load_before = os.getloadavg()
+    if args.source:
+        folder, wall, before, after = args.source
+        document(Path(folder), float(wall), float(before), float(after))
+        return
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="compare-textbook-") as tmp:
         out = Path(tmp) / "textbook"
         command = [str(Path(sys.executable).with_name("trainability")), "compare", "--preset", "textbook", "--workers", "2",
@@ -39,16 +45,21 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
-        load_after = os.getloadavg()
-        results = Results(out)
-        page = results.report()
-        screenshot(page, SHOT, width=1280, height=2600)
+        load_after = os.getloadavg()[0]
         if args.keep:
             shutil.copytree(out, args.keep, dirs_exist_ok=True)
-        runs = results.rows("runs")
-        board = analysis.leaderboard(runs)
-        (ranking,) = analysis.rankings(runs)
+        document(out, wall, load_before, load_after)
+
+
+def document(out: Path, wall: float, load_before: float, load_after: float) -> None:
+    results = Results(out)
+    page = results.report()
+    screenshot(page, SHOT, width=1280, height=2600)
+    runs = results.rows("runs")
+    board = analysis.leaderboard(runs)
+    (ranking,) = analysis.rankings(runs)
     preset = PRESETS["textbook"]
+
     def pm(mean: float, std: float) -> str:
         return "-" if mean != mean else f"{mean:.3f} ± {std:.3f}"
 
@@ -68,7 +79,7 @@ matched initializer (`init=auto`), a {preset["depth"][0]}-layer width-{preset["w
 {preset["lr"][0]:g} batch {preset["batch_size"][0]}, MNIST-1D (3200 train / 800 validation / 1000 test),
 {preset["seeds"]} seeds, {preset["epochs"]} epochs (100 steps each: 6000 steps, the MNIST-1D paper's
 training length). **Wall time {wall / 60:.1f} min** for {len(runs)} runs with 2 worker processes (target:
-under 15 min). Load average before/after: {load_before[0]:.1f}/{load_after[0]:.1f} (other work shared the
+under 15 min), one torch thread each. Load average before/after: {load_before:.1f}/{load_after:.1f} (other work shared the
 machine). Machine: {machine()}.
 
 | # | activation | test accuracy | validation accuracy | s / epoch | doctor at init | runs |

@@ -131,8 +131,9 @@ class Entry:
 
 @dataclass
 class Ranking:
-    """The activations at one depth, best first; ``steps[i]`` relates entries i and i+1
-    (``">"`` better beyond seed noise, ``"≈"`` within it, ``"?"`` untested), ``pairs`` holds
+    """The activations at one depth, best first (those with no finished run last); ``steps[i]``
+    relates the i-th and (i+1)-th measured entries (``">"`` better beyond seed noise, ``"≈"``
+    within it, ``"?"`` untested: one seed), ``pairs`` holds
     every pair the textbook orders, with ``"agrees"``, ``"disagrees"``, ``"within seed noise"``
     or ``"untested"``."""
 
@@ -145,11 +146,13 @@ class Ranking:
         return sum(1 for p in self.pairs if p[2] == verdict)
 
     def order(self) -> str:
-        """``selu 0.61 > elu 0.58 ≈ relu 0.57``."""
-        parts = [f"{self.entries[0].activation}"] if self.entries else []
-        for (symbol, _), entry in zip(self.steps, self.entries[1:], strict=True):
+        """``selu > elu ≈ relu``, then the activations with no finished run."""
+        measured = [e for e in self.entries if e.values]
+        parts = [measured[0].activation] if measured else []
+        for (symbol, _), entry in zip(self.steps, measured[1:], strict=False):
             parts.append(f"{symbol} {entry.activation}")
-        return " ".join(parts)
+        failed = [e.activation for e in self.entries if not e.values]
+        return " ".join(parts) + (f" (no finished run: {', '.join(failed)})" if failed else "")
 
 
 def _relation(a: Entry, b: Entry, metric: Metric) -> tuple[str, float | None]:
@@ -185,7 +188,8 @@ def rankings(runs: list[dict[str, Any]]) -> list[Ranking]:
         sign = -1 if metric.higher_is_better else 1
         entries.sort(key=lambda e: (not e.values, sign * e.mean if e.values else 0))
         ranking = Ranking(depth, entries)
-        ranking.steps = [_relation(a, b, metric) for a, b in zip(entries, entries[1:], strict=False)]
+        measured_entries = [e for e in entries if e.values]
+        ranking.steps = [_relation(a, b, metric) for a, b in zip(measured_entries, measured_entries[1:], strict=False)]
         measured = {e.activation: e for e in entries if e.values}
         textbook = [a for a in TEXTBOOK_ORDER if a in measured]
         for i, a in enumerate(textbook):

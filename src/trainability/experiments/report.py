@@ -116,7 +116,7 @@ def _ranking(results: Any, rankings: list[analysis.Ranking], metric: analysis.Me
                        for i, a in enumerate(textbook))  # fmt: skip
         right = []
         for i, e in enumerate(ranking.entries):
-            score = _pm(e.mean, e.std) if e.values else "all runs failed"
+            score = _pm(e.mean, e.std) if e.values else "no finished run"
             right.append(f"<li>{_chip(e.activation, activations)} <span class='note'>{score}</span></li>")
             if i < len(ranking.steps):
                 symbol, p = ranking.steps[i]
