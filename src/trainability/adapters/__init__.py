@@ -34,6 +34,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 
 import torch
@@ -190,7 +191,7 @@ ADAPTERS: list[tuple[Callable[[nn.Module], bool], Callable[[str, nn.Module], lis
 ]
 
 
-def keras_of(obj: Any) -> Any:
+def keras_of(obj: Any) -> ModuleType | None:
     """The Keras adapter (:mod:`trainability.adapters.keras`) when ``obj`` is a Keras layer or
     model (or its stand-in for a fused activation), else ``None``; Keras is never imported here."""
     if "keras" not in sys.modules:

@@ -461,6 +461,8 @@ def hooked_modules(model: Any) -> list[tuple[str, nn.Module, list[Weight]]]:
     """What a pass hooks: every leaf layer, in layer order; a weight layer with a fused activation
     as its :class:`PreActivation` (named as the layer) and its :class:`FusedActivation`
     (``<layer>/activation``)."""
+    if not model.built:
+        raise _unbuilt(model)
     out: list[tuple[str, nn.Module, list[Weight]]] = []
     for name, module, weights in [(n, m, module_weights(n, m)) for n, m in _leaves(model)]:
         split = _split(module) if weights else None
