@@ -163,6 +163,9 @@ SICK = {
     "sigmoid N(0, 1)": (lambda: stack("sigmoid", keras.initializers.RandomNormal(0.0, 1.0)), {"saturated_units", "init_mismatch"}),
     "relu N(0, 1)": (lambda: stack("relu", keras.initializers.RandomNormal(0.0, 1.0)), {"exploding_gradients", "init_mismatch"}),
     "selu with Dropout": (lambda: stack("selu", "lecun_normal", dropout=0.2), {"self_normalization_broken"}),
+    # PyTorch's default bound 1/sqrt(fan_in) at width 100: vanishing, and mean-field theory's depth limit
+    "relu U(+-0.1), 30 layers": (lambda: stack("relu", keras.initializers.RandomUniform(-0.1, 0.1), depth=30, width=100),
+                                 {"vanishing_gradients", "init_mismatch", "beyond_depth_scale"}),
     "tanh N(0, 1), separate layers": (lambda: stack("tanh", keras.initializers.RandomNormal(0.0, 1.0), fused=False),
                                       {"saturated_units", "init_mismatch"}),
 }  # fmt: skip
