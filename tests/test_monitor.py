@@ -162,3 +162,21 @@ def test_monitor_statistics_equal_the_doctors(inplace):
             assert got[(layer, stat)] == pytest.approx(getattr(doctor[layer], stat), rel=1e-4, abs=1e-6), (layer, stat)
     assert got[("2", "dead_fraction")] == pytest.approx(doctor["3"].dead_fraction)
     assert doctor["3"].dead_fraction > 0
+def test_monitor_survives_gradients_that_were_exactly_zero():
+    # a saturated sigmoid stack: its early layers' weight gradients underflow to exactly 0
+    torch.manual_seed(0)
+    model = mlp(20, 3, depth=50, width=32, activation="sigmoid", init="default")
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 50.0)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6)  # the weights barely move
+    with Monitor(model, every=1) as monitor:
+        for _ in range(6):
+            loss = nn.functional.cross_entropy(model(torch.randn(16, 20)), torch.randint(0, 3, (16,)))
+            loss.backward()
+            monitor.step(loss)
+            opt.step()
+            opt.zero_grad()
+    assert monitor.steps_done == 6
+    zero = [name for step, name, stat, value in monitor.rows if stat == "weight_grad_norm" and value == 0.0]
+    assert zero  # the case in point: earlier gradients of exactly 0 (they once divided by zero here)

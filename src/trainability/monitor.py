@@ -185,8 +185,9 @@ class Monitor:
             if s.weight_grad_norm is None or not math.isfinite(s.weight_grad_norm):
                 continue
             history = self._grad_history.setdefault(s.name, deque(maxlen=HISTORY_WINDOW))
-            if len(history) >= 3 and s.weight_grad_norm > EXPLOSION_FACTOR * max(statistics.median(history), 1e-30):
-                exploding.append((s.name, s.weight_grad_norm / statistics.median(history)))
+            baseline = statistics.median(history) if len(history) >= 3 else 0.0
+            if baseline > 0 and s.weight_grad_norm > EXPLOSION_FACTOR * baseline:  # a gradient that was 0 has no scale
+                exploding.append((s.name, s.weight_grad_norm / baseline))
             history.append(s.weight_grad_norm)
         if exploding:
             worst = max(exploding, key=lambda p: p[1])
