@@ -3,7 +3,9 @@
 Every executor takes a function ``fn(task, progress) -> result`` (module-level, so it pickles
 by reference) and a list of tasks, and calls ``on_result(task, result)`` in the coordinating
 process as results arrive, and ``on_progress(task_id, done, total)`` as workers report. Workers
-only compute and return; the caller alone writes results down.
+only compute and return; the caller alone writes results down. Tasks start in the order given;
+``on_result`` returning ``True`` stops the map: tasks not yet started are dropped, and tasks
+already running finish and are reported (a search that stops at its first success).
 
 Local workers use the spawn start method (no fork of a process holding threads or a database
 connection), one torch thread each, with ``OMP_NUM_THREADS=1`` in their environment before
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 Fn = Callable[[Any, Any], Any]
-OnResult = Callable[[Any, Any], None]
+OnResult = Callable[[Any, Any], bool | None]  # True: stop
 OnProgress = Callable[[str, int, int], None]
 RETRIES = 2
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -83,7 +85,8 @@ class InProcess(_Plain):
     def map(self, fn: Fn, tasks: Sequence[Any], on_result: OnResult, on_progress: OnProgress | None = None) -> None:
         with single_thread():
             for task in tasks:
-                on_result(task, fn(task, on_progress))
+                if on_result(task, fn(task, on_progress)):
+                    return
 
 
 # -- local worker processes ---------------------------------------------------------------------
@@ -160,9 +163,19 @@ class LocalPool(_Plain):
     def _drain(self, pool: ProcessPoolExecutor, fn: Fn, tasks: list[Any], attempts: dict[int, int], on_result: OnResult,
                on_progress: OnProgress | None, progress_queue: Any) -> list[Any]:  # fmt: skip
         """Run until done or the pool breaks; return the tasks to run again on a new pool."""
-        futures: dict[Future, Any] = {pool.submit(_call, fn, t): t for t in tasks}
+        waiting = list(tasks)  # submitted as workers free up, so that a stop drops exactly the unstarted
+        futures: dict[Future, Any] = {}
         retry: list[Any] = []
-        while futures:
+        stop = False
+        while waiting or futures:
+            while waiting and not stop and len(futures) < self.workers:
+                try:
+                    futures[pool.submit(_call, fn, waiting[0])] = waiting[0]
+                except BrokenProcessPool:  # a worker died: the rest waits for the next pool
+                    retry += waiting
+                    waiting.clear()
+                    break
+                waiting.pop(0)
             done, _ = wait(futures, timeout=0.2, return_when=FIRST_COMPLETED)
             _forward(progress_queue, on_progress)
             for future in done:
@@ -172,13 +185,15 @@ class LocalPool(_Plain):
                 except BrokenProcessPool:
                     attempts[id(task)] += 1
                     if attempts[id(task)] > RETRIES:
-                        on_result(task, Lost(f"its worker process died {attempts[id(task)]} times"))
+                        result = Lost(f"its worker process died {attempts[id(task)]} times")
                     else:
                         retry.append(task)
-                    continue
-                on_result(task, result)
+                        continue
+                if on_result(task, result):  # drop what has not started; the running finish and are reported
+                    stop = True
+                    waiting.clear()
         _forward(progress_queue, on_progress)
-        return retry
+        return [] if stop else retry
 
 
 def _forward(progress_queue: Any, on_progress: OnProgress | None) -> None:
@@ -263,7 +278,8 @@ class RayExecutor:
                         result = ray.get(ref)
                     except Exception as exc:  # noqa: BLE001 - a task Ray gave up on
                         result = Lost(f"Ray task failed: {type(exc).__name__}: {exc}".splitlines()[0])
-                    on_result(task, result)
+                    if on_result(task, result):
+                        return None  # the tasks still out are cancelled below
         finally:
             for ref in refs:
                 ray.cancel(ref, force=True)

@@ -12,6 +12,12 @@ the :class:`~trainability.Monitor` saw on the epoch's first step, and the test l
 accuracy at the end. A NaN/Inf loss or an exception ends the run as ``failed`` with its reason.
 With ``checkpoint_dir`` every epoch is checkpointed by :func:`trainability.fit`, so a task
 killed half-way resumes where it stopped and ends with the same numbers.
+
+A task may also train for a budget of optimizer steps instead of whole epochs
+(``TrainSpec(steps=...)``, as repair's candidates do): the steps' batches are drawn from
+permutations of the training split seeded by the task's seed, one after another, and cut into
+``epochs`` equal rounds, each recorded like an epoch. ``Task.until`` ends a run early once its
+epoch records meet a condition (a picklable callable).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -83,12 +89,32 @@ class ModelSpec:
         return model
 
 
+class Builds(Protocol):
+    """What a task's model is: anything that builds the model to train (:class:`ModelSpec`, or
+    another picklable object with this method)."""
+
+    def build(self, in_features: int, out_features: int, *, seed: int, sample: torch.Tensor) -> nn.Module: ...
+
+
+class Loads(Protocol):
+    """What a task's data is: anything that loads :class:`~trainability.datasets.Splits`
+    (:class:`DataSpec`, or another picklable object with this method)."""
+
+    def load(self) -> Any: ...
+
+
 @dataclass(frozen=True)
 class TrainSpec:
+    """How a task trains. ``steps`` (optional) is a budget of optimizer steps, split into
+    ``epochs`` rounds; ``lr=None`` is the optimizer's default (:func:`trainability.fit`)."""
+
     optimizer: str = "sgd"
-    lr: float = 1e-3
+    lr: float | None = 1e-3
     batch_size: int = 32
     epochs: int = 10
+    steps: int | None = None
+    momentum: float = 0.0
+    clip_norm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,11 +122,12 @@ class Task:
     """Everything one run needs; picklable, so it can travel to a worker process or a Ray node."""
 
     id: str
-    data: DataSpec
-    model: ModelSpec
+    data: Loads
+    model: Builds
     train: TrainSpec
     seed: int
     checkpoint_dir: str | None = None
+    until: Callable[[list[dict[str, Any]]], bool] | None = None  # stop once the epoch records meet it
 
 
 @dataclass
@@ -118,6 +145,8 @@ class Outcome:
     seconds: float = 0.0
     resumed_from: int = 0
     environment: dict[str, Any] = field(default_factory=dict)
+    findings: list[dict[str, Any]] = field(default_factory=list)  # the monitor's, while training (with actions)
+    stopped_early: bool = False  # ``Task.until`` was met before the last epoch
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -234,7 +263,8 @@ def _train(task: Task, progress: Progress | None, outcome: Outcome) -> None:
     outcome.layers = _layer_records(model, at_init, "doctor", 0)
 
     spec = task.train
-    steps_per_epoch = math.ceil(splits.train.samples / spec.batch_size)
+    rounds = _rounds(task, splits.train)
+    steps_per_epoch = math.ceil((splits.train if rounds is None else rounds[0]).samples / spec.batch_size)
     monitor = Monitor(model, every=steps_per_epoch)  # one recording per epoch, on its first step
     checkpoints = task.checkpoint_dir
     scratch = None
@@ -249,12 +279,17 @@ def _train(task: Task, progress: Progress | None, outcome: Outcome) -> None:
         done = _epochs_in_checkpoint(checkpoints)
         outcome.resumed_from = done
         for epoch in range(max(done, 1), spec.epochs + 1):  # one epoch per call: fit resumes from its checkpoint
-            history = fit(model, splits.train, val_data=splits.validation, epochs=epoch, batch_size=spec.batch_size,
-                          optimizer=spec.optimizer, lr=spec.lr, monitor=monitor, seed=task.seed,
+            history = fit(model, splits.train if rounds is None else rounds[epoch - 1], val_data=splits.validation,
+                          epochs=epoch, batch_size=spec.batch_size, optimizer=spec.optimizer, lr=spec.lr,
+                          momentum=spec.momentum, clip_norm=spec.clip_norm, monitor=monitor, seed=task.seed,
                           checkpoint_dir=checkpoints, progress=False)  # fmt: skip
             outcome.epochs = [{k: e.get(k) for k in EPOCH_KEYS} for e in history.epochs]
+            outcome.findings = [{**f.to_dict(), "action": f.action} for f in history.findings]
             if progress is not None:
                 progress(task.id, len(history.epochs), spec.epochs)
+            if task.until is not None and not history.stopped and epoch < spec.epochs and task.until(outcome.epochs):
+                outcome.stopped_early = True
+                break
             if history.stopped:
                 found = [f for f in history.findings if f.kind == "non_finite"]
                 stopped = found[0].message if found else "the loss became NaN or infinite"
@@ -272,6 +307,24 @@ def _train(task: Task, progress: Progress | None, outcome: Outcome) -> None:
     outcome.test_loss, outcome.test_accuracy = _evaluate(model, splits.test)
     if not math.isfinite(outcome.test_loss):
         outcome.status, outcome.reason = "failed", "the test loss is NaN or infinite after training"
+
+
+def _rounds(task: Task, train: Any) -> list[Any] | None:
+    """With a step budget, each round's training data: ``steps`` batches drawn from seeded
+    permutations of the training split, one after another, cut into ``epochs`` rounds."""
+    from trainability.datasets import Split
+
+    spec = task.train
+    if spec.steps is None:
+        return None
+    if spec.steps < spec.epochs:
+        raise ValueError(f"a budget of {spec.steps} steps cannot be split into {spec.epochs} rounds")
+    generator = torch.Generator().manual_seed(task.seed)
+    needed = spec.steps * spec.batch_size
+    order = torch.cat([torch.randperm(train.samples, generator=generator)
+                       for _ in range(math.ceil(needed / train.samples))])[:needed]  # fmt: skip
+    bounds = [spec.steps * k // spec.epochs * spec.batch_size for k in range(spec.epochs + 1)]
+    return [Split(train.x[order[a:b]], train.y[order[a:b]]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def _epochs_in_checkpoint(folder: str) -> int:
