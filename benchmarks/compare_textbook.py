@@ -3,7 +3,7 @@
 Runs the command exactly as a user would (a fresh results folder), times it, writes the report,
 takes a screenshot of the page with headless Chromium into docs/compare_report.png, and writes
 the `compare_textbook` section of docs/RESULTS.md. The target: under 15 minutes on this 2-core
-machine. Usage: python benchmarks/compare_textbook.py [--keep runs/textbook]
+machine. Usage: python benchmarks/compare_textbook.py [--keep runs/textbook] [--quick]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ SHOT = DOCS / "compare_report.png"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keep", help="copy the results folder here afterwards (default: discard)")
+    parser.add_argument("--quick", action="store_true", help="1 epoch, 2 seeds, depth 3: a smoke run (figures not meaningful)")
     parser.add_argument("--from", dest="source", nargs=4, metavar=("FOLDER", "WALL_S", "LOAD_BEFORE", "LOAD_AFTER"),
                         help="re-render the page, screenshot and section from a kept folder and its measured figures")  # fmt: skip
     args = parser.parse_args()
@@ -42,6 +43,8 @@ def main() -> None:
         out = Path(tmp) / "textbook"
         command = [str(Path(sys.executable).with_name("trainability")), "compare", "--preset", "textbook", "--workers", "2",
                    "--out", str(out), "--quiet"]  # fmt: skip
+        if args.quick:
+            command += ["--epochs", "1", "--seeds", "2", "--depth", "3"]
         start = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start

@@ -7,6 +7,7 @@ Then ``run_demo`` runs on seeds 1-4 with the demo's settings, and the default-in
 more with Adam: it must stay at chance for a reason other than the choice of optimizer.
 
     python benchmarks/demo_first_minute.py        # about 3 minutes; needs git and the pip cache
+    python benchmarks/demo_first_minute.py --quick  # a smoke run: the demo on one seed, one epoch
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,7 +56,7 @@ def fresh_run(line: str) -> tuple[list[tuple[str, float]], subprocess.CompletedP
         return steps, done
 
 
-def other_seeds() -> tuple[list[tuple[int, dict[str, float]]], float]:
+def other_seeds(seeds: tuple[int, ...] = SEEDS, **settings: int) -> tuple[list[tuple[int, dict[str, float]]], float]:
     import torch
 
     from trainability import datasets, fit, mlp
@@ -62,11 +64,11 @@ def other_seeds() -> tuple[list[tuple[int, dict[str, float]]], float]:
 
     torch.set_num_threads(1)  # accuracies only: one thread keeps a busy machine from thrashing
     data, rows = datasets.load("digits"), []
-    for seed in SEEDS:
-        r = run_demo(data, DemoSettings(seed=seed), progress=False)
+    for seed in seeds:
+        r = run_demo(data, DemoSettings(seed=seed, **settings), progress=False)
         rows.append((seed, {"chance": r.chance, "default": r.default.accuracy, "fixed": r.fixed.accuracy,
                             "selu": r.selu.accuracy, "batch_norm": r.batch_norm.accuracy}))  # fmt: skip
-    s = DemoSettings()
+    s = DemoSettings(**settings)
     torch.manual_seed(s.seed)
     model = mlp(data.in_features, data.n_outputs, depth=s.depth, width=s.width, init="default")
     adam = fit(model, data.train, val_data=data.validation, epochs=s.epochs, optimizer="adam", batch_size=s.batch_size,
@@ -75,6 +77,10 @@ def other_seeds() -> tuple[list[tuple[int, dict[str, float]]], float]:
 
 
 def main() -> None:
+    if "--quick" in sys.argv[1:]:  # a smoke run: no clone or install, the demo on one seed for one epoch
+        rows, adam = other_seeds((1,), epochs=1)
+        write_section("demo_first_minute", f"## The first minute (`benchmarks/demo_first_minute.py`), smoke run\n\n{rows}, Adam {adam:.3f}")
+        return
     load, described = os.getloadavg(), machine()
     line = first_command()
     steps, demo_run = fresh_run(line)

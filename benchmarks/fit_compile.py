@@ -3,7 +3,7 @@
 100 hidden layers of 100 SELU units (LeCun normal), SGD with momentum, batch 32, 125 steps per
 epoch on random data shaped like Fashion-MNIST (784 features, 10 classes). Reports the first
 epoch (with torch.compile's warm-up) and the median of the following epochs.
-Run: python benchmarks/fit_compile.py [--epochs 4]
+Run: python benchmarks/fit_compile.py [--epochs 4] [--quick]
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from _results import machine, write_section
 from trainability import fit, mlp
 
 
-def run(compile: bool, epochs: int) -> list[float]:
+def run(compile: bool, epochs: int, depth: int = 100, samples: int = 4000) -> list[float]:
     torch.manual_seed(0)
-    x, y = torch.randn(4000, 784), torch.randint(0, 10, (4000,))
-    model = mlp(784, 10, depth=100, width=100, activation="selu")
+    x, y = torch.randn(samples, 784), torch.randint(0, 10, (samples,))
+    model = mlp(784, 10, depth=depth, width=100, activation="selu")
     history = fit(model, (x, y), epochs=epochs, batch_size=32, optimizer="sgd", lr=1e-3, momentum=0.9,
                   monitor=False, progress=False, seed=0, compile=compile)  # fmt: skip
     return [e["seconds"] for e in history.epochs]
@@ -29,9 +29,13 @@ def run(compile: bool, epochs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="3 layers, 2 epochs of 10 steps: a smoke run")
     args = parser.parse_args()
-    eager = run(False, args.epochs)
-    compiled = run(True, args.epochs)
+    size = {"depth": 3, "samples": 320} if args.quick else {}
+    if args.quick:
+        args.epochs = 2
+    eager = run(False, args.epochs, **size)
+    compiled = run(True, args.epochs, **size)
     e, c = statistics.median(eager[1:]), statistics.median(compiled[1:])
     body = f"""## torch.compile in fit (`benchmarks/fit_compile.py`)
 

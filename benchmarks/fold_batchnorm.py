@@ -2,12 +2,13 @@
 
 A 50-layer, width-256 MLP with batch norm before each ReLU, eval mode, batch 128; forward passes
 timed alternately, medians of 200. Also checks the outputs agree within 1e-5.
-Run: python benchmarks/fold_batchnorm.py
+Run: python benchmarks/fold_batchnorm.py [--quick]   (--quick: 20 passes, a smoke run)
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 import torch
@@ -32,7 +33,7 @@ def main() -> None:
         times: dict[str, list[float]] = {"with BatchNorm": [], "folded": []}
         for _ in range(10):
             model(x), folded(x)
-        for _ in range(200):
+        for _ in range(20 if "--quick" in sys.argv[1:] else 200):
             for name, net in (("with BatchNorm", model), ("folded", folded)):
                 start = time.perf_counter()
                 net(x)

@@ -4,24 +4,26 @@ theory predicts (depth below about 6 xi_c) and fail well outside it?
 Width 100, depths 10-100, sigma_w^2 1-4 (the critical 1.76 included), sigma_b^2 = 0.05, 300 SGD
 steps per cell at batch 128. Writes docs/phase_tanh.png and a section of docs/RESULTS.md.
 
-Run: python benchmarks/theory_phase.py
+Run: python benchmarks/theory_phase.py [--quick]   (--quick: a 2 x 2 grid of 20 steps, a smoke run)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import argparse
 
-from _results import machine, write_section
+from _results import DOCS, machine, write_section
 
 from trainability.theory.phase import phase_diagram, plot_phase
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-
 
 def main() -> None:
-    variances = [1.0, 1.25, 1.5, 1.76, 2.0, 2.5, 3.0, 4.0]
-    depths = [10, 25, 40, 55, 70, 85, 100]
-    phase = phase_diagram("tanh", "mnist1d", weight_variances=variances, depths=depths, bias_variance=0.05, steps=300)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="a 2 x 2 grid of 20 steps: checks that the script runs")
+    quick = parser.parse_args().quick
+    variances = [1.0, 2.0] if quick else [1.0, 1.25, 1.5, 1.76, 2.0, 2.5, 3.0, 4.0]
+    depths = [3, 6] if quick else [10, 25, 40, 55, 70, 85, 100]
+    phase = phase_diagram("tanh", "mnist1d", weight_variances=variances, depths=depths, bias_variance=0.05,
+                          steps=20 if quick else 300)  # fmt: skip
     plot_phase(phase, DOCS / "phase_tanh.png")
     inside, outside = phase.inside_outside()
     rows = "\n".join(
