@@ -16,11 +16,16 @@ from trainability.training import History, fit
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):  # noqa: ANN202 - PEP 562: compare loads its parts on first use
+def __getattr__(name: str):  # noqa: ANN202 - PEP 562: compare and repair load their parts on first use
     if name == "compare":
         from trainability.experiments import compare
 
         return compare
+    if name == "repair":
+        from trainability.repair import repair
+
+        globals()["repair"] = repair  # the function, not the package its import bound here
+        return repair
     raise AttributeError(f"module 'trainability' has no attribute {name!r}")
 
 
@@ -42,4 +47,5 @@ __all__ = [
     "initialize",
     "mlp",
     "recommended_init",
+    "repair",
 ]

@@ -1,7 +1,8 @@
 """The ``trainability`` command: a thin layer that parses, calls the library, and prints.
 
 One module per command, each with ``register(subparsers)``; exit status: 0 success (a healthy
-network, for ``doctor``), 1 findings reported, 2 usage error.
+network, for ``doctor``; a network that trains, for ``repair``), 1 findings reported (nothing made
+it train, for ``repair``), 2 usage error.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from trainability.cli import compare, demo, doctor, report, table, theory
+from trainability.cli import compare, demo, doctor, repair, report, table, theory
 from trainability.cli._common import UsageError
 
-COMMANDS = (table, doctor, demo, theory, compare, report)
+COMMANDS = (table, doctor, demo, theory, compare, report, repair)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -67,6 +67,9 @@ tr:hover td { background: #f8faff; }
 .order li { padding: 5px 0; border-bottom: 1px solid var(--line); }
 .order .rel { display: block; text-align: center; color: var(--muted); font-size: 12px; padding: 0; border: 0; }
 code { background: #eef1f6; padding: 1px 5px; border-radius: 4px; font-size: 13px; }
+pre { background: #1d2433; color: #e8ecf5; padding: 14px 16px; border-radius: 8px; overflow-x: auto;
+      font-size: 13px; line-height: 1.45; }
+pre code { background: none; padding: 0; color: inherit; }
 footer { color: var(--muted); font-size: 12px; padding: 8px 0 40px; }
 """
 
@@ -122,6 +125,11 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequen
     body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(row))
                    + "</tr>" for row in rows)  # fmt: skip
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def code_block(text: str) -> str:
+    """Preformatted code (escaped here), e.g. a snippet to copy."""
+    return f"<pre><code>{escape(text)}</code></pre>"
 
 
 def paragraph(text: str, css: str | None = None) -> str:

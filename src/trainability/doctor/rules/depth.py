@@ -108,7 +108,8 @@ def beyond_depth_scale(ev: Evidence, model_modules: list[tuple[str, nn.Module]])
         f"{p.signal_variance:.3g} at the last hidden layer ({p.q[0]:.3g} at the first), gradient at the first "
         f"layer {p.first_layer_gain:.3g}x {top}, past {GRADIENT_RATIO:g}x from {p.crossing_depth} layers on",
         fix,
-        {"op": "reinitialize", "layers": names, "init": target, "max_depth": p.trainable_depth},
+        {"op": "reinitialize", "layers": names, "init": target, "max_depth": p.trainable_depth,
+         "alternatives": [{"op": "insert_normalization", "norm": "batch"}]},
     )]  # fmt: skip
 
 

@@ -86,7 +86,7 @@ def stream_growth(ev: Evidence) -> list[Finding]:
         "grows with it going back",
         "normalize each block (LayerNorm/BatchNorm in the branch), or scale each residual branch down or "
         "zero-initialize its last layer (Fixup, SkipInit; trainability.initialize(model) does this)",
-        {"op": "scale_residual_branches", "layers": names},
+        {"op": "scale_residual_branches", "layers": names, "alternatives": [{"op": "insert_normalization", "norm": "layer"}]},
     )]  # fmt: skip
 
 
@@ -116,20 +116,25 @@ def _gradient_flow(ev: Evidence) -> list[Finding]:
         if residual:
             fix = ("re-initialize with the architecture's standard init (trainability.initialize(model)); check that "
                    "every residual branch ends in a normalization or is scaled down, and warm the learning rate up")  # fmt: skip
+            also = [{"op": "scale_residual_branches", "layers": names}, {"op": "lower_learning_rate", "factor": 0.1}]
         elif any(p[2] in ("sigmoid", "tanh", "softsign") for p in vanishing):
             fix = ("replace sigmoid/tanh with relu and he_normal (or selu with lecun_normal and AlphaDropout), "
                    "or add batch norm after each Linear (mlp(..., batch_norm='before'))")  # fmt: skip
+            also = [{"op": "swap_activation", "layers": names, "activation": "relu"},
+                    {"op": "swap_activation", "layers": names, "activation": "selu"},
+                    {"op": "insert_normalization", "norm": "batch"}]  # fmt: skip
         else:
             fix = (f"re-initialize layers {span(names)} with {init} "
                    "(trainability.initialize(model)), or add batch norm after each Linear "
                    "(mlp(..., batch_norm='before'))")  # fmt: skip
+            also = [{"op": "insert_normalization", "norm": "batch"}]
         findings.append(Finding(
             "vanishing_gradients", "error" if worst < 1 / SEVERE_GRADIENT_RATIO else "warning", names,
             f"the gradient reaching {where} {len(vanishing)} of {len(points)} {unit} is over "
             f"{GRADIENT_RATIO:.0f}x smaller than at the top {top[0]} (smallest ratio {worst:.2e}, "
             f"at {min(ratios, key=lambda p: p[1])[0][0]}; x{per_layer:.3g} per {unit[:-1]} going down): "
             "these layers barely learn",
-            fix, {"op": "reinitialize", "layers": names, "init": "auto" if residual else init},
+            fix, {"op": "reinitialize", "layers": names, "init": "auto" if residual else init, "alternatives": also},
         ))  # fmt: skip
     exploding = [p for p, r in ratios if r > GRADIENT_RATIO]
     if exploding:
@@ -139,7 +144,8 @@ def _gradient_flow(ev: Evidence) -> list[Finding]:
             fix = ("scale each residual branch down or zero-initialize its last layer (Fixup, SkipInit; "
                    "trainability.initialize(model) does this), or normalize each block (LayerNorm/BatchNorm), "
                    "and clip gradients at norm 1.0")  # fmt: skip
-            action = {"op": "scale_residual_branches", "layers": names, "clip_norm": 1.0}
+            action = {"op": "scale_residual_branches", "layers": names, "clip_norm": 1.0,
+                      "alternatives": [{"op": "insert_normalization", "norm": "layer"}]}  # fmt: skip
         else:
             init = _main_fix(exploding)
             fix = (f"re-initialize layers {span(names)} with {init} (trainability.initialize(model)) "

@@ -12,6 +12,8 @@ def non_finite(ev: Evidence) -> list[Finding]:
     fix = ("find what overflows there (exp, log, division) and guard it; re-initialize with the "
            "recommended initializer (trainability.initialize(model)), lower the learning rate and "
            "clip gradients at norm 1.0")  # fmt: skip
+    also = [{"op": "reinitialize", "init": "auto"}, {"op": "clip", "clip_norm": 1.0},
+            {"op": "lower_learning_rate", "factor": 0.1}]  # fmt: skip
     if not ev.input_finite:
         first = next((s.name for s in ev.layers if s.non_finite == "forward"), None)
         return [Finding("non_finite", "error", [first] if first else [],
@@ -23,7 +25,7 @@ def non_finite(ev: Evidence) -> list[Finding]:
         first = forward[0]
         return [Finding("non_finite", "error", [first.name],
                         f"the forward output of {first.name} ({first.type}) is the first to hold NaN/Inf; "
-                        "the input batch was finite", fix, {"op": "inspect", "layers": [first.name]})]  # fmt: skip
+                        "the input batch was finite", fix, {"op": "inspect", "layers": [first.name], "alternatives": also})]  # fmt: skip
     if not math.isfinite(ev.loss):
         return [Finding("non_finite", "error", [], f"the loss is {ev.loss} while every layer's output is finite",
                         "check the loss function and the targets (e.g. log of 0, class indices out of range)",
@@ -34,7 +36,7 @@ def non_finite(ev: Evidence) -> list[Finding]:
         if weight_bad:
             return [Finding("non_finite", "error", weight_bad[-1:],
                             f"the weight gradient of {weight_bad[-1]} holds NaN/Inf while the gradient at its output is finite",
-                            fix, {"op": "inspect", "layers": weight_bad[-1:]})]  # fmt: skip
+                            fix, {"op": "inspect", "layers": weight_bad[-1:], "alternatives": also})]  # fmt: skip
         return []
     # The module whose backward turned a finite gradient into NaN/Inf: its output's gradient is
     # finite, the gradient reaching one of its inputs is not. Latest in execution = first in backward.
@@ -50,4 +52,4 @@ def non_finite(ev: Evidence) -> list[Finding]:
     return [Finding("non_finite", "error", [culprit],
                     f"the backward pass of {culprit} is the first to produce NaN/Inf gradients "
                     f"(reaching {span(bad)}); the forward pass was finite", fix,
-                    {"op": "inspect", "layers": [culprit]})]  # fmt: skip
+                    {"op": "inspect", "layers": [culprit], "alternatives": also})]  # fmt: skip

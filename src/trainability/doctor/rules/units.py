@@ -33,7 +33,10 @@ def unit_health(ev: Evidence) -> list[Finding]:
             "use leaky_relu (negative_slope=0.2) or elu, re-initialize with he_normal and zero biases "
             "(trainability.initialize(model)), and lower the learning rate",
             {"op": "swap_activation", "layers": [s.name for s in dead], "activation": "leaky_relu",
-             "hyperparameters": {"negative_slope": 0.2}},
+             "hyperparameters": {"negative_slope": 0.2},
+             "alternatives": [{"op": "swap_activation", "layers": [s.name for s in dead], "activation": "elu"},
+                              {"op": "reinitialize", "layers": [s.name for s in dead], "init": "he_normal"},
+                              {"op": "lower_learning_rate", "factor": 0.1}]},
         ))  # fmt: skip
     saturated = [s for s in ev.layers if s.saturated_fraction is not None and s.saturated_fraction > SATURATED_FRACTION]
     if saturated:
@@ -44,6 +47,9 @@ def unit_health(ev: Evidence) -> list[Finding]:
             f"{worst:.0%} of their outputs where the derivative is under 1% of its maximum",
             "re-initialize with glorot_uniform (trainability.initialize(model)), or use relu with he_normal "
             "(selu with lecun_normal), or add batch norm before the activation",
-            {"op": "reinitialize", "layers": [s.name for s in saturated], "init": "glorot_uniform"},
+            {"op": "reinitialize", "layers": [s.name for s in saturated], "init": "glorot_uniform",
+             "alternatives": [{"op": "swap_activation", "layers": [s.name for s in saturated], "activation": "relu"},
+                              {"op": "swap_activation", "layers": [s.name for s in saturated], "activation": "selu"},
+                              {"op": "insert_normalization", "norm": "batch"}]},
         ))  # fmt: skip
     return findings
