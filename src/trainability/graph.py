@@ -414,6 +414,54 @@ def is_residual(x: torch.Tensor, y: torch.Tensor, limit: int = 5000) -> bool:
     return found
 
 
+def first_tensor(obj: Any) -> torch.Tensor | None:
+    """The first tensor in a module's output or arguments: the tensor itself, or the first of a
+    tuple, list or dict."""
+    if isinstance(obj, torch.Tensor):
+        return obj
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (tuple, list)) else ()
+    return next((o for o in values if isinstance(o, torch.Tensor)), None)
+
+
+def block_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The stream entering a block: ``hidden_states`` (``transformers``' blocks take it by
+    keyword), else its first tensor argument."""
+    x = kwargs.get("hidden_states")
+    if isinstance(x, torch.Tensor):
+        return x
+    x = first_tensor(args)
+    return x if x is not None else first_tensor(kwargs)
+
+
+class ResidualCheck:
+    """Decides, as a pass runs, which groups of sibling blocks are residual: group ``g`` is when
+    the stream entering its block ``i + 1`` sums the stream entering block ``i`` with a branch (the
+    parent adds), or a block's output sums its input with a branch (the block adds). Each test
+    runs once per group (:func:`is_residual` walks the autograd graph)."""
+
+    def __init__(self) -> None:
+        self.checks: dict[int, dict[str, bool]] = {}
+        self.inputs: dict[tuple[int, int], torch.Tensor] = {}
+
+    def entered(self, group: int, index: int, x: torch.Tensor) -> None:
+        checks = self.checks.setdefault(group, {})
+        previous = self.inputs.get((group, index - 1))
+        if "pair" not in checks and previous is not None and x.requires_grad:
+            checks["pair"] = is_residual(previous, x)
+        self.inputs[(group, index)] = x
+
+    def left(self, group: int, index: int, y: torch.Tensor) -> None:
+        x, checks = self.inputs.get((group, index)), self.checks.setdefault(group, {})
+        if "self" not in checks and x is not None and x.shape == y.shape and y.requires_grad:
+            checks["self"] = is_residual(x, y)
+
+    def residual(self, group: int) -> bool:
+        return any(self.checks.get(group, {}).values())
+
+    def adds_itself(self, group: int) -> bool:
+        return bool(self.checks.get(group, {}).get("self"))
+
+
 @dataclass
 class Block:
     """A residual block and the weight modules and normalizations it ran, in order."""
@@ -433,31 +481,23 @@ def residual_blocks(model: nn.Module, example: Any = None) -> tuple[list[Block],
     if not groups:
         return [], True
     modules = dict(model.named_modules())
-    residual: set[int] = set()
+    check = ResidualCheck()
     order: list[tuple[str, nn.Module]] = []
-    inputs: dict[tuple[int, int], torch.Tensor] = {}
     handles = []
 
     def pre(g: int, i: int):  # noqa: ANN202
         def hook(mod: nn.Module, args: tuple, kwargs: dict) -> None:
-            x = kwargs.get("hidden_states") if isinstance(kwargs.get("hidden_states"), torch.Tensor) else None
-            x = x if x is not None else next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
-            if x is None or not x.is_floating_point():
-                return
-            prev = inputs.get((g, i - 1))
-            if prev is not None and g not in residual and x.requires_grad and is_residual(prev, x):
-                residual.add(g)
-            inputs[(g, i)] = x
+            x = block_input(args, kwargs)
+            if x is not None and x.is_floating_point():
+                check.entered(g, i, x)
 
         return hook
 
     def post(g: int, i: int):  # noqa: ANN202
         def hook(mod: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-            x = inputs.get((g, i))
-            y = output if isinstance(output, torch.Tensor) else next((o for o in output if isinstance(o, torch.Tensor)), None) \
-                if isinstance(output, (tuple, list)) else None  # fmt: skip
-            if x is not None and y is not None and g not in residual and x.shape == y.shape and is_residual(x, y):
-                residual.add(g)
+            y = first_tensor(output)
+            if y is not None:
+                check.left(g, i, y)
 
         return hook
 
@@ -475,10 +515,10 @@ def residual_blocks(model: nn.Module, example: Any = None) -> tuple[list[Block],
             batch(model)
     except Exception:  # noqa: BLE001 - no pass: every candidate group counts as residual
         probed = False
-        residual = set(range(len(groups)))
     finally:
         for h in handles:
             h.remove()
+    residual = {g for g in range(len(groups)) if not probed or check.residual(g)}
     names = [n for g in sorted(residual) for n in groups[g]]
     inner = [n for n in names if not any(o.startswith(n + ".") for o in names)]
     blocks = []

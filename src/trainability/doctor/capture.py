@@ -55,6 +55,7 @@ class Record:
     weights: list[adapters.Weight] = field(default_factory=list)
     time: list[torch.Tensor] = field(default_factory=list)  # per time step: gradient norms
     time_values: list[float] = field(default_factory=list)
+    unit_max: torch.Tensor | None = None  # fast mode: each unit's maximum over the batch, counted in collect
 
 
 def single_threaded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -76,16 +77,6 @@ def single_threaded(fn: Callable[..., Any]) -> Callable[..., Any]:
             torch.set_num_threads(threads)
 
     return wrapper
-
-
-def _first_tensor(obj: Any) -> torch.Tensor | None:
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if isinstance(obj, (tuple, list)):
-        return next((o for o in obj if isinstance(o, torch.Tensor)), None)
-    if isinstance(obj, dict):
-        return next((o for o in obj.values() if isinstance(o, torch.Tensor)), None)
-    return None
 
 
 @contextlib.contextmanager
@@ -164,8 +155,7 @@ class Capture:
         self.records: dict[str, Record] = {}
         self.order: list[tuple[str, nn.Module]] = []
         self.points: dict[str, dict[str, Any]] = {}  # block input/output -> its statistics
-        self.residual: dict[int, dict[str, bool]] = {}  # group -> {"pair": ..., "self": ...}
-        self._block_inputs: dict[tuple[int, int], torch.Tensor] = {}
+        self.residual = graph.ResidualCheck()
         self._point_of: dict[int, str] = {}
         self._producers: dict[int, str] = {}
         self._consumers: dict[str, int] = {}
@@ -226,7 +216,7 @@ class Capture:
                 producers = [self._producers[id(a)] for a in args if isinstance(a, torch.Tensor) and id(a) in self._producers]
                 for p in producers:
                     self._consumers[p] = self._consumers.get(p, 0) + 1
-            out = _first_tensor(output)
+            out = graph.first_tensor(output)
             if out is None or not out.is_floating_point():
                 return
             if role == "weight":
@@ -244,7 +234,7 @@ class Capture:
         return single_threaded(hook)
 
     def _time_output(self, record: Record, output: Any) -> None:
-        out = _first_tensor(output)
+        out = graph.first_tensor(output)
         if out is None or not out.requires_grad:
             return
         slot = len(record.time)
@@ -289,29 +279,22 @@ class Capture:
         that enters a stage and its first layer is the stage's), and a hook that records the
         block's output and checks, once per group, whether the blocks are residual."""
 
+        @single_threaded
         def pre(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             if not self._active(mod):
                 return
-            x = kwargs.get("hidden_states") if isinstance(kwargs.get("hidden_states"), torch.Tensor) else None
-            if x is None:
-                x = _first_tensor(args) if args else _first_tensor(kwargs)
+            x = graph.block_input(args, kwargs)
             if x is None or not x.is_floating_point():
                 return
-            checks = self.residual.setdefault(group, {})
-            previous = self._block_inputs.get((group, index - 1))
-            if "pair" not in checks and previous is not None and x.requires_grad:
-                checks["pair"] = graph.is_residual(previous, x)  # x_{i+1} = x_i + f(x_i), added by the parent
-            self._block_inputs[(group, index)] = x
+            self.residual.entered(group, index, x)
             self._point(name, x, group, index, "input")
 
         @single_threaded
         def post(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            x, y = self._block_inputs.get((group, index)), _first_tensor(output)
-            if not self._active(mod) or x is None or y is None or not y.is_floating_point():
+            y = graph.first_tensor(output)
+            if not self._active(mod) or y is None or not y.is_floating_point():
                 return
-            checks = self.residual.setdefault(group, {})
-            if "self" not in checks and x.shape == y.shape and y.requires_grad:
-                checks["self"] = graph.is_residual(x, y)  # the block adds its own input back
+            self.residual.left(group, index, y)
             self._point(f"{name}:output", y, group, index, "output")
 
         return pre, post
@@ -351,34 +334,42 @@ class Capture:
 
     def residual_blocks(self) -> list[str]:
         """The blocks of every group found residual."""
-        return [n for g, group in enumerate(self._groups) if any(self.residual.get(g, {}).values()) for n, _ in group]
+        return [n for g, group in enumerate(self._groups) if self.residual.residual(g) for n, _ in group]
 
     def stream_points(self) -> list[tuple[str, dict[str, Any]]]:
         """The residual stream: the input of every block in a group found residual, and the last
         block's output where the block adds its own input back, in execution order, each tensor
         once. Empty when no group of blocks is residual."""
-        residual = {g for g, checks in self.residual.items() if any(checks.values())}
+        residual = {g for g in range(len(self._groups)) if self.residual.residual(g)}
         last: dict[int, int] = {}
         for entry in self.points.values():
             if entry["group"] in residual:
                 last[entry["group"]] = max(last.get(entry["group"], -1), entry["index"])
         order = sorted(self.points.items(), key=lambda item: item[1]["order"])
         return [(name, e) for name, e in order if e["group"] in residual and (
-            e["side"] == "input" or (e["index"] == last[e["group"]] and self.residual[e["group"]].get("self")))]  # fmt: skip
+            e["side"] == "input" or (e["index"] == last[e["group"]] and self.residual.adds_itself(e["group"])))]  # fmt: skip
 
     def _forward_stats(self, record: Record, x: torch.Tensor, spec: Any) -> None:
-        # The sum (NaN/Inf propagate; in float64 finite values cannot overflow) and the norm;
-        # mean and std follow on the host. Counts, not fractions, to save a division per layer.
-        dtype = self._dtype or x.dtype
-        stats = [x.sum(dtype=dtype), torch.linalg.vector_norm(x, dtype=dtype)]
-        names = ["sum", "norm"]
+        # Precise (the doctor): the sum (NaN/Inf propagate; in float64 finite values cannot
+        # overflow) and the norm, mean and std following on the host. Fast (the monitor): mean and
+        # std in one kernel, in the tensor's dtype. Counts, not fractions, to save a division.
+        dtype = self._dtype
+        if dtype is None:
+            std, mean = torch.std_mean(x, correction=0)
+            stats, names = [mean, std], ["mean", "std"]
+        else:
+            stats = [x.sum(dtype=dtype), torch.linalg.vector_norm(x, dtype=dtype)]
+            names = ["sum", "norm"]
         if spec is not None:
             if spec.can_die and x.dim() >= 2:
                 unit_dim = -1 if x.dim() == 2 or not isinstance(self._last_weight, nn.modules.conv._ConvNd) else 1
                 units = x if x.dim() == 2 else x.movedim(unit_dim, -1).reshape(-1, x.shape[unit_dim])
                 record.units = units.shape[1]
-                stats.append((units.amax(dim=0) > 0).sum(dtype=dtype))
-                names.append("alive_units")
+                if dtype is None:  # counted for every layer at once in collect()
+                    record.unit_max = units.amax(dim=0)
+                else:
+                    stats.append((units.amax(dim=0) > 0).sum(dtype=dtype))
+                    names.append("alive_units")
             if spec.relative_derivative is not None:
                 if self._pre_activation:
                     saturated = x.abs() > spec.saturation_bound(SATURATION_THRESHOLD)
@@ -455,6 +446,12 @@ class Capture:
                 if isinstance(entry.get(key), torch.Tensor):
                     names.append(((point, None), key))
                     scalars.append(entry[key])
+        maxima = [r for r in self.records.values() if r.unit_max is not None]
+        alive = None
+        if maxima:  # the alive units of every layer in three kernels: concatenate, count, take the ends
+            ends = torch.tensor([r.unit_max.numel() for r in maxima]).cumsum(0) - 1  # type: ignore[union-attr]
+            counts = (torch.cat([r.unit_max for r in maxima]) > 0).cumsum(0)[ends.to(maxima[0].unit_max.device)]  # type: ignore[union-attr]
+            alive = torch.diff(counts, prepend=counts.new_zeros(1))
         vectors: list[tuple[Record, list[torch.Tensor]]] = []
         for name, box in self._time_boxes.items():
             if box and name in self.records:
@@ -462,10 +459,15 @@ class Capture:
         for r in self.records.values():
             if len(r.time) > 1:
                 vectors.append((r, r.time))
-        if scalars:
+        if alive is not None:
+            names += [(r, "alive_units") for r in maxima]
+        if scalars or alive is not None:
             if len({(t.dtype, t.device) for t in scalars}) > 1:  # mixed precision or devices
                 scalars = [t.to(device=scalars[0].device, dtype=torch.float64) for t in scalars]
-            flat = torch.stack(scalars).tolist()
+            stacked = torch.stack(scalars) if scalars else torch.zeros(0, dtype=torch.float64)
+            if alive is not None:
+                stacked = torch.cat([stacked, alive.to(device=stacked.device, dtype=stacked.dtype)])
+            flat = stacked.tolist()
             for (owner, name), value in zip(names, flat, strict=True):
                 if isinstance(owner, Record):
                     owner.values[name] = value
@@ -484,6 +486,7 @@ class Capture:
             v = record.values
             if "sum" in v:
                 v["mean"], v["std"] = _moments(v["sum"], v["norm"], record.numel)
+            record.unit_max = None
             if "alive_units" in v:
                 v["dead_fraction"] = 1.0 - v["alive_units"] / max(record.units, 1)
             if "unit_grad_norm" in v:
