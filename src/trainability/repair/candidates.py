@@ -153,7 +153,8 @@ def _reinit_code(p: Mapping[str, Any], seed: int) -> list[str]:
 def _reinit_describe(p: Mapping[str, Any]) -> str:
     init = "the matched initializer" if p.get("init", "auto") == "auto" else p["init"]
     where = "every layer" if p.get("everything") else f"{len(p['layers'])} layers ({_names(p['layers'])})"
-    return f"re-initialize {where} with {init}"
+    schemes = f" ({', '.join(p['schemes'])})" if p.get("schemes") else ""
+    return f"re-initialize {where} with {init}{schemes}"
 
 
 REINITIALIZE = Kind(0, _reinit_describe, _reinit_apply, _reinit_code, _unchanged)
@@ -162,7 +163,7 @@ RECURRENT_INIT = Kind(
     _reinit_apply, _reinit_code, _unchanged,
 )
 SCALE_RESIDUAL_BRANCHES = Kind(
-    1, lambda p: f"scale the residual branches ({len(p['blocks'])} blocks: Fixup / zero-gamma by the family)",
+    1, lambda p: f"scale the residual branches of {len(p['blocks'])} blocks ({', '.join(p.get('schemes', [])) or 'the family scheme'})",
     _reinit_apply, _reinit_code, _unchanged,
 )  # fmt: skip
 

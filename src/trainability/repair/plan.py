@@ -130,7 +130,11 @@ def _reinitialize(action: Mapping[str, Any], facts: _Facts) -> list[Candidate]:
 
 
 def _scale_branches(action: Mapping[str, Any], facts: _Facts) -> list[Candidate]:
-    blocks = list(dict.fromkeys(b for n in action["layers"] if (b := module_name(facts.model, n)) is not None and b))
+    """Every residual block of the stream the named blocks belong to: each branch adds to the
+    same stream, and Fixup's factor depends on how many there are."""
+    named = list(dict.fromkeys(b for n in action["layers"] if (b := module_name(facts.model, n)) is not None and b))
+    groups = [g for g in facts.structure.blocks if set(g) & set(named)]
+    blocks = [b for g in groups for b in g] + [b for b in named if not any(b in g for g in groups)]
     layers = [n for n, m in facts.modules.items() if any(n.startswith(b + ".") for b in blocks)
               and next(m.parameters(recurse=False), None) is not None]  # fmt: skip
     if not layers:
@@ -284,6 +288,15 @@ def _merge_reinitializations(found: list[tuple[tuple, Candidate]], weights: list
     return merged + rest
 
 
+def _with_schemes(candidate: Candidate, schemes: Mapping[str, str]) -> Candidate:
+    """A matched re-initialization names the family schemes it applies beyond the textbook's
+    table (fixup, zero_gamma, transformer, recurrent, ...)."""
+    if candidate.kind not in ("reinitialize", "scale_residual_branches") or candidate.params.get("init") != "auto":
+        return candidate
+    names = sorted({schemes[n] for n in candidate.params["layers"] if n in schemes} - {"textbook", "given"})
+    return Candidate(candidate.kind, {**candidate.params, "schemes": names}, candidate.reason) if names else candidate
+
+
 def plan(model: nn.Module, sample: Any, findings: list[Mapping[str, Any]], settings: Mapping[str, Any], *,
          fallbacks: bool = True, training_first: bool = False) -> tuple[list[Candidate], list[str]]:  # fmt: skip
     """The candidates for these findings, in the order to try them, and what could not apply.
@@ -294,8 +307,10 @@ def plan(model: nn.Module, sample: Any, findings: list[Mapping[str, Any]], setti
     reference = copy.deepcopy(model)
     owners = {w.name: w.module_name for w in adapters.weights(model)}
     auto: dict[str, str] = {}
+    schemes: dict[str, str] = {}
     for entry in initialize(reference, seed=0):
         auto.setdefault(owners.get(entry.layer, entry.layer), entry.initializer)
+        schemes.setdefault(owners.get(entry.layer, entry.layer), entry.scheme)
     facts = _Facts(model, dict(model.named_modules()), trace(model, sample), auto, settings, _off_matched(model, reference))
     found: list[tuple[tuple, Candidate]] = []
     skipped: list[str] = []
@@ -317,6 +332,7 @@ def plan(model: nn.Module, sample: Any, findings: list[Mapping[str, Any]], setti
             except NotApplicable as exc:
                 skipped.append(f"{op} ({reason}): {exc}")
     found = _merge_reinitializations(found, facts.structure.weights, facts.off)
+    found = [(k, _with_schemes(c, schemes)) for k, c in found]
     unique: dict[str, tuple[tuple, Candidate]] = {}
     for key, c in sorted(found, key=lambda kc: kc[0]):
         if c.key in unique:

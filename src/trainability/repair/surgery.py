@@ -21,6 +21,7 @@ from trainability import adapters
 from trainability.batches import Batch
 from trainability.graph import (
     activation_of,
+    block_groups,
     evaluating,
     hooked_modules,
     is_norm,
@@ -58,6 +59,7 @@ class Structure:
     activation_after: dict[str, str | None] = field(default_factory=dict)
     output_rank: dict[str, int] = field(default_factory=dict)
     skips: bool = False
+    blocks: list[list[str]] = field(default_factory=list)  # groups of sibling blocks (graph.block_groups)
 
     def feeding(self, activation: str) -> list[str]:
         """The weight layers whose output this activation module consumes."""
@@ -100,7 +102,7 @@ def trace(model: nn.Module, sample: Any) -> Structure:
                 break
     skips = skip_connections(model)
     weights = [n for n, _, _ in adapters.weight_modules(model)]
-    return Structure(order, weights, after, {n: ranks[n] for n in after}, bool(skips))
+    return Structure(order, weights, after, {n: ranks[n] for n in after}, bool(skips), block_groups(model))
 
 
 def norm_for(module: nn.Module, rank: int, norm: str) -> tuple[str, int] | None:
