@@ -313,6 +313,13 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _misses(rows: list[dict[str, Any]]) -> str:
+    missed = [r for r in rows if not r["repaired"]]
+    return "; ".join(f"{r['case']} seed {r['seed']} ({r['verdict'].replace('_', ' ')}"
+                     + (f", {r['change']}" if r["change"] != "-" else "")
+                     + f": {r['repaired_score']:.3f} against the counterpart's {r['counterpart']:.3f})" for r in missed) or "none"
+
+
 def report(broken: list[dict[str, Any]], healthy: list[dict[str, Any]], wall: float) -> str:
     from _results import machine
 
@@ -327,7 +334,7 @@ def report(broken: list[dict[str, Any]], healthy: list[dict[str, Any]], wall: fl
     always = sum(all(r["repaired"] for r in broken if r["case"] == c) for c in configurations)
     return f"""## Repair on deliberately broken networks (benchmarks/repair_suite.py)
 
-{len(configurations)} broken configurations ({len(families)} kinds: {", ".join(families)}) on
+{len(configurations)} broken configurations ({len(families)} kinds: {"; ".join(families)}) on
 {", ".join(sorted({r["data"] for r in broken}))}, and {len({r["case"] for r in healthy})} healthy ones, each run with
 {len(SEEDS)} seeds ({len(broken)} broken and {len(healthy)} healthy runs). `trainability.repair(model, data)` with each configuration's training settings
 (SGD at lr 0.01 unless the configuration says otherwise; Adam for the transformers), the default budget of
@@ -352,7 +359,8 @@ AutoTrainer's figures were measured on its own benchmark of Keras models (Zhang 
 
 {_table(broken)}
 
-Each row: means over the seeds; *tried*, candidates run (the probe not counted). Healthy configurations (left
+Each row: means over the seeds; *tried*, candidates run (the probe not counted). Runs not repaired:
+{_misses(broken)}. Healthy configurations (left
 alone = healthy verdict, no candidate tried):
 {", ".join(sorted({f"{r['case']} {sum(x['left_alone'] for x in healthy if x['case'] == r['case'])}/{len(SEEDS)}" for r in healthy}))}.
 

@@ -372,6 +372,9 @@ def test_bad_input_is_one_line(digits):
     with pytest.raises(ValueError) as e:
         trainability.repair(lambda: "not a model", digits)
     assert "not a torch.nn.Module" in _one_line(e)
+    with pytest.raises(ValueError) as e:
+        trainability.repair(mlp(64, 10, depth=2, width=8), digits, workers=1000)
+    assert "1000 workers on" in _one_line(e)
 
 
 def test_repair_is_exported_lazily():

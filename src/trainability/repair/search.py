@@ -220,6 +220,10 @@ def _validate(budget_steps: int, optimizer: Any, lr: Any, momentum: Any, batch_s
         raise ValueError(f"seed must be an int, got {seed!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive int or None (automatic), got {workers!r}")
+    cores = os.cpu_count() or 1
+    if workers is not None and workers > cores:
+        raise ValueError(f"{workers} workers on {cores} CPU cores: runs would slow each other down many-fold; "
+                         f"use workers={cores} or fewer")  # fmt: skip
 
 
 # -- the search ------------------------------------------------------------------------------------
@@ -321,9 +325,10 @@ def repair(
     result.criterion = judge
     tasks = [Task(f"candidate-{i}", data_spec, CandidateModel(original, c), _settings_spec(c.train(settings), budget_steps),
                   seed) for i, c in enumerate(candidates)]  # fmt: skip
-    result.ran_here = travel_problem(original) if workers != 1 else None
     count = workers if workers is not None else (min(os.cpu_count() or 1, len(tasks)) if probe.seconds >= STARTUP_SECONDS else 1)
-    result.workers = 1 if result.ran_here is not None or not tasks else max(1, min(count, len(tasks)))
+    count = max(1, min(count, len(tasks)))
+    result.ran_here = travel_problem(original) if count > 1 else None
+    result.workers = 1 if result.ran_here is not None else count
     _say(progress, f"{len(candidates)} candidate(s), {result.workers} at a time" + (f" ({result.ran_here})" if result.ran_here else ""))
 
     outcomes: dict[str, Any] = {}
@@ -331,7 +336,8 @@ def repair(
 
     def on_result(task: Task, outcome: Any) -> bool:
         outcomes[task.id] = outcome
-        _say(progress, f"  {task.id.split('-')[1]}. {by_id[task.id][1].label}: {_attempt(by_id[task.id][1], outcome, judge).describe()}")
+        number = int(task.id.split("-")[1]) + 1
+        _say(progress, f"  {number}. {by_id[task.id][1].label}: {_attempt(by_id[task.id][1], outcome, judge).describe()}")
         if all:
             return False
         for t in tasks:  # the first in order decides: stop once it trains, wait while it runs
