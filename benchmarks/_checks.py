@@ -63,8 +63,13 @@ def mean_std(values: Sequence[float], digits: int = 3, scale: float = 1.0) -> st
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def cell(text: str) -> str:
+    """Text for a Markdown table cell: a literal ``|`` would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def table(checks: Sequence[Check]) -> str:
-    rows = [f"| {c.claim} | {c.target} | {c.measured} | **{c.verdict}** |" for c in checks]
+    rows = [f"| {cell(c.claim)} | {cell(c.target)} | {cell(c.measured)} | **{c.verdict}** |" for c in checks]
     notes = [f"- {c.claim}: {c.note}" for c in checks if c.note]
     text = "| claim | target | measured | verdict |\n|---|---|---|---|\n" + "\n".join(rows)
     return text + ("\n\n" + "\n".join(notes) if notes else "")

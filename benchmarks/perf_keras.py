@@ -47,7 +47,7 @@ def data(samples: int):
 def torch_worker(kind: str, threads: int, depth: int, samples: int) -> None:
     import torch
 
-    from trainability import fit, mlp
+    from trainability import Monitor, fit, mlp
     from trainability.training import make_optimizer
 
     torch.set_num_threads(threads)
@@ -64,10 +64,13 @@ def torch_worker(kind: str, threads: int, depth: int, samples: int) -> None:
             return loop_epoch(model, sgd, x, y)
     else:
         opt = make_optimizer("sgd", model, lr=1e-3, momentum=0.9)  # what fit(optimizer="sgd") builds
+        compiled = kind == "fit(compile=True)"
+        # one Monitor across the one-epoch calls, so that its default schedule runs as in one long fit
+        monitor = Monitor(model) if kind == "fit (defaults)" else False
 
         def epoch(e: int) -> float:
             history = fit(model, (x, y), epochs=1, batch_size=32, optimizer=opt, seed=e, progress=False,
-                          monitor=kind != "fit, monitor=False", compile=kind == "fit(compile=True)")  # fmt: skip
+                          monitor=monitor, compile=compiled)  # fmt: skip
             return history.epochs[0]["seconds"]
 
     serve(epoch)

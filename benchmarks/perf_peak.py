@@ -22,7 +22,7 @@ from _checks import Check, context, emit, parser, setup, table
 from _results import machine, write_section
 from perf_fit_loop import loop_epoch
 
-from trainability import fit, mlp
+from trainability import Monitor, fit, mlp
 from trainability.training import make_optimizer
 
 
@@ -51,7 +51,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4, help="epochs per variant, the first one a warm-up")
     args = p.parse_args()
     started = setup(args)
-    width, n, steps, rounds = (256, 512, 2, 2) if args.quick else (2048, 4096, 10, args.rounds)
+    width, n, steps, rounds = (256, 512, 2, 2) if args.quick else (2048, 4096, 20, args.rounds)
     batch = 256
     torch.manual_seed(0)
     x, y = torch.randn(batch * steps, width), torch.randint(0, 10, (batch * steps,))
@@ -63,8 +63,11 @@ def main() -> None:
     opt_fit = make_optimizer("sgd", models["fit (defaults)"], lr=1e-3, momentum=0.9)
     opt_loop = torch.optim.SGD(models["hand-written loop"].parameters(), lr=1e-3, momentum=0.9)
 
+    monitor = Monitor(models["fit (defaults)"])  # one across the epochs: the default schedule, as in one long fit
+
     def fit_epoch(e: int) -> float:
-        history = fit(models["fit (defaults)"], (x, y), epochs=1, batch_size=batch, optimizer=opt_fit, seed=e, progress=False)
+        history = fit(models["fit (defaults)"], (x, y), epochs=1, batch_size=batch, optimizer=opt_fit, seed=e,
+                      monitor=monitor, progress=False)  # fmt: skip
         return history.epochs[0]["seconds"]
 
     runs = {"fit (defaults)": fit_epoch,

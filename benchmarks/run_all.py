@@ -101,6 +101,7 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     os.environ["TRAINABILITY_RESULTS"] = str(results)  # for _results, imported below
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    from _checks import cell
     from _results import machine, write_section
 
     load_start, start = os.getloadavg(), time.perf_counter()
@@ -140,7 +141,7 @@ def main() -> None:
         if path.is_file():
             checks += [(script.name, c) for c in json.loads(path.read_text())]
     check_rows = "\n".join(
-        f"| `{name}` | {c['claim']} | {c['target']} | {c['measured']} | "
+        f"| `{name}` | {cell(c['claim'])} | {cell(c['target'])} | {cell(c['measured'])} | "
         f"**{'-' if c['passed'] is None else ('PASS' if c['passed'] else 'FAIL')}** |"
         for name, c in checks
     )
