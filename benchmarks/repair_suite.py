@@ -24,6 +24,7 @@ measured on its own benchmark of Keras models and are quoted, not reproduced.
 
     python benchmarks/repair_suite.py              # the whole suite, writes docs/RESULTS.md
     python benchmarks/repair_suite.py --only relu   # configurations whose name contains "relu"
+    python benchmarks/repair_suite.py --quick       # one broken, one healthy, one seed (run_all's smoke run)
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ PATIENCE = 5
 MAX_EPOCHS = 60
 SEEDS = (0, 1, 2)
 REPAIRED_FRACTION = 0.8
+QUICK = ("relu-30-default-digits", "healthy-relu-10-digits")  # --quick: one of each
 
 
 # -- architectures that are not plain MLPs (flat features in, class scores out) -----------------
@@ -320,6 +322,23 @@ def _misses(rows: list[dict[str, Any]]) -> str:
                      + f": {r['repaired_score']:.3f} against the counterpart's {r['counterpart']:.3f})" for r in missed) or "none"
 
 
+def checks(broken: list[dict[str, Any]], healthy: list[dict[str, Any]]) -> list[Any]:
+    """The issue's targets, for run_all's summary."""
+    from _checks import Check
+
+    repaired = sum(r["repaired"] for r in broken) / len(broken)
+    alone = sum(r["left_alone"] for r in healthy) / len(healthy)
+    steps = statistics.mean(r["cost_steps"] for r in broken)
+    seconds = statistics.mean(r["cost_seconds"] for r in broken)
+    return [
+        Check("broken networks repaired (>= 80% of the counterpart's validation accuracy)", ">= 90%",
+              f"{repaired:.1%} of {len(broken)} runs", repaired >= 0.9),
+        Check("healthy networks left alone (no candidate tried)", "every time", f"{alone:.0%} of {len(healthy)} runs", alone == 1),
+        Check("repair cost, in steps of one normal training run", "<= 1x (AutoTrainer: 2.14x)", f"{steps:.2f}x", steps <= 1),
+        Check("... in wall-clock time", "reported", f"{seconds:.2f}x", None),
+    ]  # fmt: skip
+
+
 def report(broken: list[dict[str, Any]], healthy: list[dict[str, Any]], wall: float) -> str:
     from _results import machine
 
@@ -371,10 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="run the configurations whose name contains this")
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/RESULTS.md")
+    parser.add_argument("--quick", action="store_true", help="one broken and one healthy configuration, one seed (the smoke run)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    cases = [c for c in CASES if args.only is None or args.only in c.name]
+    global SEEDS
+    if args.quick:
+        SEEDS = SEEDS[:1]
+    cases = [c for c in CASES if (args.only is None or args.only in c.name) and (not args.quick or c.name in QUICK)]
     torch.manual_seed(0)  # warm up (imports, first passes) before anything is timed
     trainability.repair(mlp(8, 4, depth=2, width=8), "blobs", budget_steps=10, workers=1)
     start = time.perf_counter()
@@ -387,8 +410,10 @@ def main(argv: list[str] | None = None) -> int:
             print(shown, flush=True)
     text = report(broken, healthy, time.perf_counter() - start) if broken and healthy else ""
     if text and not args.no_write and args.only is None:
+        from _checks import emit
         from _results import write_section
 
+        emit("repair_suite", checks(broken, healthy))
         write_section("repair_suite", text)
     print(text or "(partial run: nothing written)")
     return 0

@@ -87,6 +87,10 @@ def main() -> None:
               f"{mean_std(acc.get('selu', []))} vs {mean_std(acc.get('relu', []))} (p = {'-' if p_value is None else f'{p_value:.3g}'}: {verdict})",
               verdict == "agrees"),
     ]  # fmt: skip
+    if not checks[-1].passed and acc.get("selu"):
+        checks[-1].note = (f"not reproduced on MNIST-1D at depth {net_depth}: measured order {ranking.order()}, SELU's "
+                           f"seeds {min(acc['selu']):.3f} to {max(acc['selu']):.3f}; the textbook's gap was measured on "
+                           "Fashion-MNIST; the textbook ranking below measures depths 20 and 50")  # fmt: skip
     emit("reproduce_selu", checks)
     board_rows = "\n".join(f"| {a} | {mean_std(acc[a])} | {board.loc[board['activation'] == a, 'seconds_per_epoch'].iloc[0]:.2f} |"
                            for a in acc if acc[a])  # fmt: skip

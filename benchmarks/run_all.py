@@ -21,6 +21,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,7 @@ SCRIPTS = [
     Script("perf_compile"),
     Script("perf_peak"),
     Script("fit_compile"),
+    Script("repair_suite", full=[], modules=("mnist1d", "sklearn")),
     # the earlier benchmarks
     Script("doctor_latency", quick=["--repeats", "1"], modules=("transformers",)),
     Script("monitor_overhead", quick=["--slices", "1"]),
@@ -73,6 +75,20 @@ def missing(script: Script, quick: bool) -> list[str]:
     lacking = [f"Python package {m}" for m in script.modules if importlib.util.find_spec(m) is None]
     programs = script.quick_programs if quick else script.programs
     return lacking + [f"program {p}" for p in programs if shutil.which(p) is None]
+
+
+def kept_rows(results: Path, rerun: set[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The summary's rows of the scripts that this call does not rerun (``--only``), as the page has them."""
+    text = results.read_text() if results.is_file() else ""
+    section = re.search(r"<!-- run_all:start -->(.*?)<!-- run_all:end -->", text, re.S)
+    checks: dict[str, list[str]] = {}
+    scripts: dict[str, str] = {}
+    for line in (section.group(1) if section else "").splitlines():
+        if (m := re.match(r"\| `(\w+)\.py` \|", line)) and m.group(1) not in rerun:
+            scripts[m.group(1)] = line
+        elif (m := re.match(r"\| `(\w+)` \|", line)) and m.group(1) not in rerun:
+            checks.setdefault(m.group(1), []).append(line)
+    return checks, scripts
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
@@ -135,22 +151,30 @@ def main() -> None:
             rows.append((script.name, seconds, "ok", load))
     total = time.perf_counter() - start
 
-    checks = []
+    ran = {script.name for script in chosen}
+    kept_checks, kept_scripts = kept_rows(results, ran) if args.only else ({}, {})
+    new_checks: dict[str, list[str]] = {}
     for script in chosen:
         path = scratch / "checks" / f"{script.name}.json"
         if path.is_file():
-            checks += [(script.name, c) for c in json.loads(path.read_text())]
-    check_rows = "\n".join(
-        f"| `{name}` | {cell(c['claim'])} | {cell(c['target'])} | {cell(c['measured'])} | "
-        f"**{'-' if c['passed'] is None else ('PASS' if c['passed'] else 'FAIL')}** |"
-        for name, c in checks
-    )
-    script_rows = "\n".join(f"| `{n}.py` | {'-' if s is None else f'{s:.0f}'} | {load:.1f} | {status} |" for n, s, status, load in rows)
-    passed = sum(1 for _, c in checks if c["passed"])
-    missed = sum(1 for _, c in checks if c["passed"] is False)
+            new_checks[script.name] = [
+                f"| `{script.name}` | {cell(c['claim'])} | {cell(c['target'])} | {cell(c['measured'])} | "
+                f"**{'-' if c['passed'] is None else ('PASS' if c['passed'] else 'FAIL')}** |"
+                for c in json.loads(path.read_text())
+            ]
+    new_scripts = {n: f"| `{n}.py` | {'-' if s is None else f'{s:.0f}'} | {load:.1f} | {status} |" for n, s, status, load in rows}
+    check_lines = [line for n in names for line in (new_checks.get(n) or kept_checks.get(n, []))]
+    check_rows = "\n".join(check_lines)
+    script_rows = "\n".join(new_scripts.get(n) or kept_scripts[n] for n in names if n in new_scripts or n in kept_scripts)
+    passed = sum("**PASS**" in line for line in check_lines)
+    missed = sum("**FAIL**" in line for line in check_lines)
+    timing = f"in {total / 60:.1f} min"
+    if args.only:
+        timing = (f"(this call reran {', '.join(sorted(ran))} in {total / 60:.1f} min; the other rows are kept from the "
+                  "page's previous run)")  # fmt: skip
     body = f"""## Summary (`benchmarks/run_all.py`{" --quick: a smoke run, the figures mean nothing" if args.quick else ""})
 
-Generated {date} by `python benchmarks/run_all.py`{" --quick" if args.quick else ""} in {total / 60:.1f} min on
+Generated {date} by `python benchmarks/run_all.py`{" --quick" if args.quick else ""} {timing} on
 {machine()}. The machine is shared with other engineers' work: 1-minute load average
 {load_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; every section states its own. Each
 reproduction and ratio below is measured by the script named, whether or not it meets its target;
