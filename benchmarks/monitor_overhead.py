@@ -95,14 +95,8 @@ def breakdown(steps: int = 100) -> list[tuple[str, float]]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--slices", type=int, default=50, help="rotations of 10 steps per variant")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0]
+def measure(slices: int) -> tuple[dict[str, float], str]:
+    """Mean step time of each variant, in round-robin slices on the current thread count."""
     variants: dict[str, tuple] = {}
     for name in ("plain", "monitor, default schedule (every 100)", "monitor, every step", "full histograms every step"):
         model, opt, x, y = make()
@@ -130,20 +124,39 @@ def main() -> None:
         for _ in range(3):
             F.cross_entropy(model(x), y).backward()
             opt.zero_grad(set_to_none=True)
-    for _ in range(args.slices):
+    for _ in range(slices):
         for name, (model, opt, x, y, hook) in variants.items():
             times[name].append(block(model, opt, x, y, hook))
     if run is not None:
         run.finish()
-    mean = {name: statistics.fmean(t) for name, t in times.items()}
+    return {name: statistics.fmean(t) for name, t in times.items()}, wandb_note
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--slices", type=int, default=50, help="rotations of 10 steps per variant")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch intra-op thread counts, each measured in turn (default: 1, and 2 where the machine has 2 cores)")  # fmt: skip
+    args = parser.parse_args()
+    threads = args.threads or sorted({1, min(2, os.cpu_count() or 1)})
+    load = os.getloadavg()[0]
+    runs = {}
+    for n in threads:
+        torch.set_num_threads(n)
+        runs[n], wandb_note = measure(args.slices)
+    torch.set_num_threads(threads[0])
+    names = list(runs[threads[0]])
+    header = " | ".join(f"{n} thread{'s' if n > 1 else ''}: step ms | vs plain" for n in threads)
+    rows = "\n".join(f"| {name} | " + " | ".join(f"{runs[n][name] * 1e3:.2f} | {runs[n][name] / runs[n]['plain']:.3f}x" for n in threads) + " |"
+                     for name in names)  # fmt: skip
+    mean = runs[threads[0]]
     plain = mean["plain"]
-    rows = "\n".join(f"| {name} | {m * 1e3:.2f} | {m / plain:.3f}x |" for name, m in mean.items())
     every = mean["monitor, every step"]
     hist = mean["full histograms every step"]
     extra = f"{(every - plain) / (hist - plain):.3f}" if hist > plain else "n/a"
     wandb_line = ""
     key = "wandb.watch(log='all', log_freq=1), offline"
-    if key in times:
+    if key in mean:
         w = mean[key]
         wandb_line = f"\nMonitor every step vs wandb.watch every step: {w / every:.2f}x cheaper per step."
     parts = breakdown()
@@ -152,15 +165,16 @@ def main() -> None:
     body = f"""## Monitor overhead (`benchmarks/monitor_overhead.py`)
 
 50-layer, width-256 ReLU MLP, batch 128, SGD; {args.slices} round-robin slices of {STEPS} steps per
-variant ({args.slices * STEPS} steps each); mean step time, recorded steps included. Machine: {machine()};
-{torch.get_num_threads()} torch threads; 1-minute load average {load:.1f} at the start (the machine is shared).
-Target: the every-step monitor at most 1.30x the plain step; the default schedule at most 1.03x.
+variant ({args.slices * STEPS} steps each), on each thread count in turn; mean step time, recorded steps
+included. Machine: {machine()}; 1-minute load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end
+(the machine is shared). Target: the every-step monitor at most 1.30x the plain step; the default
+schedule at most 1.03x.
 
-| variant | step ms | vs plain |
-|---|---|---|
+| variant | {header} |
+|---|{"---|---|" * len(threads)}
 {rows}
 
-Added time of the every-step monitor as a share of the added time of full histograms: {extra}
+On {threads[0]} thread{"s" if threads[0] > 1 else ""}: added time of the every-step monitor as a share of the added time of full histograms: {extra}
 (its overhead is {1 / float(extra) if extra != "n/a" else float("nan"):.1f}x smaller; per step it is {hist / every:.2f}x
 cheaper).{wandb_line}
 {wandb_note}
