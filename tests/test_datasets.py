@@ -242,3 +242,14 @@ def test_published_checksums_are_sha256_hex():
     for source in idx.SOURCES.values():
         assert set(source.sha256) == set(idx.FILES)
         assert all(len(h) == 64 and int(h, 16) >= 0 for h in source.sha256.values())
+
+
+def test_the_old_data_module_still_loads_through_datasets_with_a_deprecation_warning():
+    import trainability.data
+
+    with pytest.warns(DeprecationWarning, match="trainability.datasets.load"):
+        old = trainability.data.load("digits")
+    new = datasets.load("digits")
+    assert old.x.shape[0] == new.train.samples + new.validation.samples
+    assert torch.equal(old.x_test, new.test.x)
+    assert old.n_outputs == 10 and old.in_features == 64 and old.classification
