@@ -41,26 +41,28 @@ def kaiming(model):
     return model
 
 
-# He-initialized stacks whose predicted gradient stays within 100x of the output layer's
-@pytest.mark.parametrize("activation, depths", [
-    ("elu", (10, 30, 50)), ("leaky_relu", (10, 30, 50)), ("gelu", (10, 20)), ("mish", (10, 30)), ("silu", (10,)),
-])  # fmt: skip
-def test_no_finding_on_he_initialized_stacks(activation, depths):
-    for depth in depths:
+# He-initialized stacks of the ReLU family: the depth limit is never blamed on the init
+@pytest.mark.parametrize("activation", ["elu", "leaky_relu", "gelu", "mish", "silu"])
+def test_no_finding_on_he_initialized_stacks(activation):
+    for depth in (10, 20, 30, 50):
         torch.manual_seed(depth)
         assert not beyond(mlp(100, 10, depth=depth, width=100, activation=activation)), (activation, depth)
         assert not beyond(kaiming(mlp(100, 10, depth=depth, width=100, activation=activation, init="default")))
 
 
-def test_he_silu_deeper_than_its_trainable_depth_is_flagged_and_measured_vanishing():
-    # SiLU is x/2 near 0: at sigma_w^2 = 2 the signal halves per layer once small, so a 30-layer
-    # He SiLU stack loses its gradient (predicted 4e-5 of the output's); measured the same
-    torch.manual_seed(0)
-    report = diagnose(mlp(100, 10, depth=30, width=100, activation="silu"), X, Y)
-    (finding,) = report.by_kind("beyond_depth_scale")
-    assert "vanishing_gradients" in {f.kind for f in report.findings}
-    assert "even at he_normal's variance" in finding.fix and "batch_norm='before'" in finding.fix
-    assert re.search(r"30 layers exceed the trainable depth 1\d ", finding.message)
+def test_a_measured_vanishing_gradient_at_the_recommended_init_carries_the_theorys_explanation():
+    # SiLU is x/2 near 0: at sigma_w^2 = 2 the signal halves per layer once small, so a deep He SiLU
+    # stack loses its gradient. Re-initializing with he_normal would change nothing: the finding is
+    # the measured vanishing gradient, with the theory's prediction and a fix that is not the init
+    for depth in (30, 50):
+        torch.manual_seed(0)
+        report = diagnose(mlp(100, 10, depth=depth, width=100, activation="silu"), X, Y)
+        assert not report.by_kind("beyond_depth_scale")
+        (finding,) = report.by_kind("vanishing_gradients")
+        assert re.search(rf"{depth} layers exceed the trainable depth 1\d ", finding.message)
+        assert "even at he_normal's variance" in finding.fix and "batch_norm='before'" in finding.fix
+        assert "re-initialize" not in finding.fix
+        assert finding.action["op"] == "insert_normalization"
 
 
 @pytest.mark.parametrize("depth", [50, 200, 1000])

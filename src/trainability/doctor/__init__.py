@@ -225,6 +225,6 @@ def diagnose(
             if any(f.kind in ("vanishing_gradients", "exploding_gradients") for f in found):
                 # the theory explains a measured problem; where the measurement on this very network
                 # shows none, the mean-field prediction for a typical draw is not a finding
-                found += rules.beyond_depth_scale(evidence, adapters.named_modules(model))
+                found = rules.explain_depth(found, rules.beyond_depth_scale(evidence, adapters.named_modules(model)))
         found += rules.self_normalization(evidence, adapters.named_modules(model))
     return Report(layers=layers, findings=found, loss=loss_value, batch_size=batch_size, blocks=stream, time=time)

@@ -15,6 +15,7 @@ the chaotic phase), since an unbounded activation's growing gradient is an explo
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -95,10 +96,18 @@ def beyond_depth_scale(ev: Evidence, model_modules: list[tuple[str, nn.Module]])
     top = "the output layer's" if output is not None else "the last layer's"
     target = recommended_init(spec)
     target_variance = inits.get(target).variance(*fans[-1]) * fans[-1][0]  # type: ignore[attr-defined]
-    mean_weight = sum(weights) / depth
     fix = f"re-initialize with {target} (trainability.initialize(model)), "
-    if p.direction == "vanishing" and 1 / _AT_RECOMMENDED <= mean_weight / target_variance <= _AT_RECOMMENDED:
+    action: dict[str, Any] = {"op": "reinitialize", "layers": names, "init": target, "max_depth": p.trainable_depth,
+                              "alternatives": [{"op": "insert_normalization", "norm": "batch"}]}  # fmt: skip
+    if p.direction == "vanishing" and all(1 / _AT_RECOMMENDED <= w / target_variance <= _AT_RECOMMENDED for w in weights):
         fix = f"{spec.name} loses the signal with depth even at {target}'s variance: "  # He for GELU/SiLU/Mish
+        action = {"op": "insert_normalization", "norm": "batch", "max_depth": p.trainable_depth, "at_recommended": True,
+                  "alternatives": [{"op": "swap_activation", "layers": names, "activation": "relu"}]}  # fmt: skip
+        if spec.saturating:  # the textbook's fix for saturating activations comes first
+            fix += "replace it with relu and he_normal (or selu with lecun_normal), "
+            action = {"op": "swap_activation", "layers": names, "activation": "relu", "max_depth": p.trainable_depth,
+                      "at_recommended": True, "alternatives": [{"op": "swap_activation", "layers": names, "activation": "selu"},
+                                                               {"op": "insert_normalization", "norm": "batch"}]}  # fmt: skip
     fix += f"add batch norm after each Linear (mlp(..., batch_norm='before')), or use at most {p.trainable_depth} layers"
     return [Finding(
         "beyond_depth_scale", "warning", names,
@@ -108,9 +117,29 @@ def beyond_depth_scale(ev: Evidence, model_modules: list[tuple[str, nn.Module]])
         f"{p.signal_variance:.3g} at the last hidden layer ({p.q[0]:.3g} at the first), gradient at the first "
         f"layer {p.first_layer_gain:.3g}x {top}, past {GRADIENT_RATIO:g}x from {p.crossing_depth} layers on",
         fix,
-        {"op": "reinitialize", "layers": names, "init": target, "max_depth": p.trainable_depth,
-         "alternatives": [{"op": "insert_normalization", "norm": "batch"}]},
+        action,
     )]  # fmt: skip
+
+
+def explain_depth(found: list[Finding], depth: list[Finding]) -> list[Finding]:
+    """Add the theory's depth findings to the measured ones.
+
+    ``beyond_depth_scale`` says the depth exceeds what the stack's *initialization* supports. Where
+    the weights already have the recommended initializer's variance (He for GELU, SiLU, Mish), no
+    re-initialization helps: the limit is the activation's, so the prediction is folded into the
+    measured ``vanishing_gradients`` finding instead, whose fix it replaces (re-initializing with
+    the initializer the layers already have would change nothing).
+    """
+    found = list(found)
+    for d in depth:
+        at = next((i for i, f in enumerate(found) if f.kind == "vanishing_gradients"), None)
+        if not d.action.get("at_recommended") or at is None:
+            found.append(d)
+            continue
+        measured = found[at]
+        action = {k: v for k, v in d.action.items() if k != "at_recommended"}
+        found[at] = replace(measured, message=f"{measured.message}. {d.message}", fix=d.fix, action=action)
+    return found
 
 
 def _bias_second_moments(hidden: list[Link]) -> list[float]:
