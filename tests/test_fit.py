@@ -199,3 +199,20 @@ def test_compile_trains_through_torch_compile():
     history = fit(model, (x, y), epochs=2, progress=False, seed=0, compile=True)
     assert len(history.epochs) == 2 and all(e["loss"] > 0 for e in history.epochs)
     assert not torch.equal(before, model[0].weight)  # the compiled module shares the parameters
+
+
+def test_in_memory_batches_are_the_data_loaders_own_in_the_same_order():
+    # fit reads a batch of a tensor data set with one indexing op per tensor; the batches, their
+    # order and the global random state are those of DataLoader(shuffle=True, generator=...)
+    from trainability.training import _loader
+
+    data = TensorDataset(torch.randn(103, 5), torch.randint(0, 3, (103,)))
+    for shuffle in (True, False):
+        torch.manual_seed(5)
+        ours = list(_loader(data, 10, shuffle, torch.Generator().manual_seed(3)))
+        after_ours = torch.rand(1)
+        torch.manual_seed(5)
+        theirs = list(DataLoader(data, batch_size=10, shuffle=shuffle, generator=torch.Generator().manual_seed(3)))
+        assert len(ours) == len(theirs) == 11 and len(ours[-1][0]) == 3
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ours, theirs, strict=True))
+        assert torch.equal(after_ours, torch.rand(1))

@@ -27,7 +27,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
 from trainability import adapters
 from trainability.doctor import diagnose
@@ -109,6 +116,11 @@ def _dataset(data: Any, what: str) -> Dataset | DataLoader:
 def _loader(data: Dataset | DataLoader, batch_size: int, shuffle: bool, generator: torch.Generator | None) -> DataLoader:
     if isinstance(data, DataLoader):
         return data
+    if isinstance(data, TensorDataset):
+        # whole batches by one indexing op per tensor, not batch_size item reads and a collate:
+        # the same batches in the same order as DataLoader(shuffle=shuffle, generator=generator)
+        sampler = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
+        return DataLoader(data, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None, generator=generator)
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
@@ -342,10 +354,11 @@ def _train_epoch(step_model: nn.Module, model: nn.Module, loader: DataLoader, op
     model.train()
     start = time.perf_counter()
     total, n, correct, count, steps = 0.0, 0, 0, 0, 0
+    options = adapters.call_options(model)  # a Keras model: training=True
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, file=sys.stderr)
     for x, y in bar:
         x, y = x.to(device), y.to(device)
-        out = step_model(x, **adapters.call_options(model))  # a Keras model: training=True
+        out = step_model(x, **options)
         batch_loss = loss_fn(out, y)
         batch_loss.backward()
         value = float(batch_loss.detach())
