@@ -333,16 +333,14 @@ def tanh_stack(depth, weight_variance, bias_variance=0.05):
 
 def test_beyond_depth_scale_for_ordered_tanh_and_not_at_criticality():
     # tanh, sigma_b^2 = 0.05: sigma_w^2 = 1 gives xi_c = 3.6, so 40 layers exceed 6 xi_c = 21.8
-    # sigma_w^2 = 1 is glorot's variance here, the recommended init: the prediction explains the
-    # measured vanishing gradient, and the fix is another activation or batch norm, not the init
     report = diagnose(tanh_stack(40, 1.0), X, Y)
-    assert not report.by_kind("beyond_depth_scale")
-    (finding,) = report.by_kind("vanishing_gradients")
+    (finding,) = report.by_kind("beyond_depth_scale")
     assert "40 layers exceed the trainable depth 2" in finding.message and "ordered" in finding.message
-    assert "replace it with relu" in finding.fix and "batch_norm='before'" in finding.fix
-    assert finding.action["op"] == "swap_activation"
-    # well off the recommended variance (sigma_w^2 = 0.5), the depth limit is the init's: its own finding
+    assert len(finding.layers) == 40
+    # sigma_w^2 = 1 is glorot's variance here, the recommended init: the fix is not to re-initialize
+    assert "even at glorot_uniform's variance" in finding.fix and "replace it with relu" in finding.fix
+    # well off it (sigma_w^2 = 0.5) the depth limit is the init's
     (finding,) = diagnose(tanh_stack(40, 0.5), X, Y).by_kind("beyond_depth_scale")
-    assert "ordered" in finding.message and len(finding.layers) == 40 and "glorot_uniform" in finding.fix
+    assert "ordered" in finding.message and "re-initialize with glorot_uniform" in finding.fix
     # at the edge of chaos (sigma_w^2 = 1.76) xi_c is large: no such finding
     assert not diagnose(tanh_stack(40, 1.76), X, Y).by_kind("beyond_depth_scale")

@@ -100,14 +100,15 @@ def beyond_depth_scale(ev: Evidence, model_modules: list[tuple[str, nn.Module]])
     action: dict[str, Any] = {"op": "reinitialize", "layers": names, "init": target, "max_depth": p.trainable_depth,
                               "alternatives": [{"op": "insert_normalization", "norm": "batch"}]}  # fmt: skip
     if p.direction == "vanishing" and all(1 / _AT_RECOMMENDED <= w / target_variance <= _AT_RECOMMENDED for w in weights):
-        fix = f"{spec.name} loses the signal with depth even at {target}'s variance: "  # He for GELU/SiLU/Mish
-        action = {"op": "insert_normalization", "norm": "batch", "max_depth": p.trainable_depth, "at_recommended": True,
-                  "alternatives": [{"op": "swap_activation", "layers": names, "activation": "relu"}]}  # fmt: skip
-        if spec.saturating:  # the textbook's fix for saturating activations comes first
+        fix = f"{spec.name} loses the signal with depth even at {target}'s variance: "
+        if spec.saturating:  # tanh/sigmoid at Glorot: the ordered phase's depth scale, the textbook's fix first
             fix += "replace it with relu and he_normal (or selu with lecun_normal), "
             action = {"op": "swap_activation", "layers": names, "activation": "relu", "max_depth": p.trainable_depth,
-                      "at_recommended": True, "alternatives": [{"op": "swap_activation", "layers": names, "activation": "selu"},
-                                                               {"op": "insert_normalization", "norm": "batch"}]}  # fmt: skip
+                      "alternatives": [{"op": "swap_activation", "layers": names, "activation": "selu"},
+                                       {"op": "insert_normalization", "norm": "batch"}]}  # fmt: skip
+        else:  # He for GELU/SiLU/Mish: no finite fixed point, the signal decays towards 0 (see explain_depth)
+            action = {"op": "insert_normalization", "norm": "batch", "max_depth": p.trainable_depth,
+                      "at_recommended": True, "alternatives": [{"op": "swap_activation", "layers": names, "activation": "relu"}]}  # fmt: skip
     fix += f"add batch norm after each Linear (mlp(..., batch_norm='before')), or use at most {p.trainable_depth} layers"
     return [Finding(
         "beyond_depth_scale", "warning", names,
@@ -124,11 +125,13 @@ def beyond_depth_scale(ev: Evidence, model_modules: list[tuple[str, nn.Module]])
 def explain_depth(found: list[Finding], depth: list[Finding]) -> list[Finding]:
     """Add the theory's depth findings to the measured ones.
 
-    ``beyond_depth_scale`` says the depth exceeds what the stack's *initialization* supports. Where
-    the weights already have the recommended initializer's variance (He for GELU, SiLU, Mish), no
-    re-initialization helps: the limit is the activation's, so the prediction is folded into the
-    measured ``vanishing_gradients`` finding instead, whose fix it replaces (re-initializing with
-    the initializer the layers already have would change nothing).
+    ``beyond_depth_scale`` says the depth exceeds the trainable depth the theory predicts for the
+    stack's activation and weight variances. For an unbounded activation already at its
+    recommended initializer's variance (He for GELU, SiLU, Mish) there is no finite fixed point to
+    have a depth scale of: the signal decays towards 0 layer by layer, and no re-initialization
+    in the table helps. There the finite-depth prediction is folded into the measured
+    ``vanishing_gradients`` finding instead, whose fix it replaces (re-initializing with the
+    initializer the layers already have would change nothing).
     """
     found = list(found)
     for d in depth:
