@@ -486,3 +486,109 @@ def test_a_keras_model_on_jax_gets_the_backend_error():
         pytest.skip("jax is not installed (the CLI test above covers a missing backend)")
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 3 and all("Sequential is a Keras model on the jax backend" in line for line in lines), result.stderr
+
+
+# -- recurrent layers --------------------------------------------------------------------------
+class _LastState(nn.Module):
+    """An LSTM (batch first) whose last step's output feeds a Linear head, as Keras' ``LSTM``
+    (``return_sequences=False``) then ``Dense``."""
+
+    def __init__(self, lstm: nn.LSTM, head: nn.Linear) -> None:
+        super().__init__()
+        self.lstm, self.head = lstm, head
+
+    def forward(self, x):
+        return self.head(self.lstm(x)[0][:, -1])
+
+
+def _lstm_twin(model) -> nn.Module:
+    """The Keras LSTM + Dense model in PyTorch with the same weights: gates (input, forget, cell,
+    output) in the same order, kernels transposed, Keras' one bias as ``bias_ih``."""
+    cell, dense = model.layers[0].cell, model.layers[1]
+    units = cell.units
+    lstm = nn.LSTM(cell.kernel.shape[0], units, batch_first=True)
+    head = nn.Linear(units, dense.kernel.shape[1])
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(cell.kernel.value.T)
+        lstm.weight_hh_l0.copy_(cell.recurrent_kernel.value.T)
+        lstm.bias_ih_l0.copy_(cell.bias.value)
+        lstm.bias_hh_l0.zero_()
+        head.weight.copy_(dense.kernel.value.T)
+        head.bias.copy_(dense.bias.value)
+    return _LastState(lstm, head)
+
+
+def test_recurrent_layers_are_read_with_fans_per_gate():
+    model = keras.Sequential([keras.Input((7, 6)), layers.LSTM(8, return_sequences=True, name="lstm"),
+                              layers.GRU(5, return_sequences=True, name="gru"), layers.SimpleRNN(4, name="simple_rnn"),
+                              layers.Dense(3, name="dense")])  # fmt: skip
+    found = {w.name: (w.role, w.fans, w.gates) for _, _, ws in adapters.weight_modules(model) for w in ws}
+    assert found == {
+        "lstm/kernel": ("recurrent_input", (6, 8), 4), "lstm/recurrent_kernel": ("recurrent_hidden", (8, 8), 4),
+        "gru/kernel": ("recurrent_input", (8, 5), 3), "gru/recurrent_kernel": ("recurrent_hidden", (5, 5), 3),
+        "simple_rnn/kernel": ("recurrent_input", (5, 4), 1), "simple_rnn/recurrent_kernel": ("recurrent_hidden", (4, 4), 1),
+        "dense": ("dense", (4, 3), 1),
+    }  # fmt: skip
+    (lstm_kernel,) = [w for _, _, ws in adapters.weight_modules(model) for w in ws if w.name == "lstm/kernel"]
+    blocks = list(lstm_kernel.blocks())  # one (units, in) view of the kernel per gate
+    assert [tuple(b.shape) for b in blocks] == [(8, 6)] * 4
+    assert torch.equal(blocks[1], model.layers[0].cell.kernel.value[:, 8:16].T)
+
+
+def test_an_lstm_reads_through_time_as_its_pytorch_twin():
+    model = keras.Sequential([keras.Input((40, 6)), layers.LSTM(16), layers.Dense(4)])
+    x, y = torch.randn(32, 40, 6), torch.randint(0, 4, (32,))
+    ours = diagnose(model, x, y)
+    twin = diagnose(_lstm_twin(model), x, y)
+    (keras_time,), (torch_time,) = ours.time, twin.time
+    assert len(keras_time.grad_norms) == 40
+    np.testing.assert_allclose(keras_time.grad_norms, torch_time.grad_norms, rtol=1e-3)
+    assert {f.kind for f in ours.findings} == {f.kind for f in twin.findings}
+
+
+def test_a_plain_rnn_over_100_steps_vanishes_through_time_and_the_fix_fits_keras():
+    model = keras.Sequential([keras.Input((100, 6)), layers.SimpleRNN(32, name="simple_rnn"), layers.Dense(4)])
+    x = torch.randn(32, 100, 6)
+    # the label, measured independently: autograd's gradient at the input, first step over last
+    xg = x.clone().requires_grad_(True)
+    model(xg).sum().backward()
+    per_step = xg.grad.norm(dim=(0, 2))
+    assert per_step[0] / per_step[-1] < 1e-4
+    (finding,) = diagnose(model, x, torch.randint(0, 4, (32,))).by_kind("vanishing_through_time")
+    assert finding.layers == ["simple_rnn"] and "use an LSTM or GRU layer instead of the plain RNN" in finding.fix
+
+
+def test_an_lstm_whose_forget_bias_is_already_1_is_not_told_to_set_it():
+    # Keras' LSTM starts with unit_forget_bias=True; PyTorch's does not
+    model = keras.Sequential([keras.Input((60, 6)), layers.LSTM(16), layers.Dense(4)])
+    x, y = torch.randn(32, 60, 6), torch.randint(0, 4, (32,))
+    (keras_finding,) = diagnose(model, x, y).by_kind("vanishing_through_time")
+    assert "already about 1" in keras_finding.fix and "set the LSTM forget-gate bias to 1" not in keras_finding.fix
+    twin = _lstm_twin(model)
+    with torch.no_grad():
+        twin.lstm.bias_ih_l0.zero_()
+    (torch_finding,) = diagnose(twin, x, y).by_kind("vanishing_through_time")
+    assert "set the LSTM forget-gate bias to 1" in torch_finding.fix
+
+
+def test_initialize_a_keras_lstm_per_gate_and_it_still_trains():
+    model = keras.Sequential([keras.Input((20, 16)), layers.LSTM(64, name="lstm"), layers.Dense(4)])
+    cell = model.layers[0].cell
+    with torch.no_grad():
+        cell.bias.value.normal_()  # something to reset
+    plan = initialize(model)
+    schemes = {e.layer: (e.initializer, e.scheme) for e in plan.entries}
+    assert schemes["lstm/kernel"] == ("glorot_uniform", "recurrent, forget bias 1")
+    assert schemes["lstm/recurrent_kernel"] == ("orthogonal", "recurrent")
+    kernel, hidden, bias = cell.kernel.value.detach(), cell.recurrent_kernel.value.detach(), cell.bias.value.detach()
+    for g in range(4):  # Glorot per gate: Var = 2 / (16 + 64); each gate's hidden matrix orthogonal
+        assert kernel[:, g * 64 : (g + 1) * 64].var().item() == pytest.approx(2 / 80, rel=0.1)
+        block = hidden[:, g * 64 : (g + 1) * 64]
+        assert torch.allclose(block.T @ block, torch.eye(64), atol=1e-4)
+    assert torch.equal(bias[64:128], torch.ones(64)) and not bias[:64].any() and not bias[128:].any()
+    x, y = np.random.default_rng(0).normal(size=(256, 20, 16)).astype("float32"), np.arange(256) % 4
+    x[np.arange(256), :, 0] += 2.0 * (y[:, None] - 1.5)  # a class signal on every step
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # Dense(4) gives logits
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss, metrics=["accuracy"])
+    history = model.fit(x, y, epochs=5, batch_size=32, verbose=0)
+    assert history.history["accuracy"][-1] > 0.9

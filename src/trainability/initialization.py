@@ -133,15 +133,11 @@ def _zero_biases(module: nn.Module) -> None:
 
 
 def _forget_gate_bias(module: nn.Module, value: float = 1.0) -> None:
-    """Set the LSTM forget-gate bias (PyTorch's gates: input, forget, cell, output) in ``bias_ih``;
-    ``bias_hh``'s stays 0, so their sum is ``value``."""
-    if not isinstance(module, (nn.LSTM, nn.LSTMCell)):
-        return
+    """Set the LSTM forget-gate bias: in PyTorch's ``bias_ih`` (``bias_hh``'s stays 0, so their
+    sum is ``value``), in a Keras LSTM's one bias (as its ``unit_forget_bias=True`` does)."""
     with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.startswith("bias_ih"):
-                hidden = p.shape[0] // 4
-                p[hidden : 2 * hidden] = value
+        for view in adapters.forget_gate_bias(module):
+            view.fill_(value)
 
 
 def _reset_norms(model: nn.Module, zero: list[str]) -> None:
@@ -274,7 +270,7 @@ def initialize(
         act = links[name].activation if name in links and len(weights) == 1 else None
         for w in weights:
             display, scheme = chosen[w.name]
-            if isinstance(module, (nn.LSTM, nn.LSTMCell)) and w.role == "recurrent_input" and explicit is None:
+            if w.role == "recurrent_input" and explicit is None and adapters.forget_gate_bias(module):
                 scheme = "recurrent, forget bias 1"
             entries.append(PlanEntry(
                 layer=w.name, type=type(module).__name__, activation=act.name if act else None, initializer=display,

@@ -294,6 +294,33 @@ def build(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> No
         keras.build(model, args, kwargs)
 
 
+def time_dim(module: nn.Module) -> int | None:
+    """The time axis of a recurrent module's (batched) input: ``nn.RNN``/``LSTM``/``GRU`` by
+    ``batch_first``, a Keras recurrent layer's; ``None`` for any other module."""
+    if (keras := keras_of(module)) is not None:
+        return keras.time_dim(module)
+    if isinstance(module, nn.RNNBase):
+        return 1 if module.batch_first else 0
+    return None
+
+
+def forget_gate_bias(module: nn.Module) -> list[torch.Tensor]:
+    """Views of an LSTM's forget-gate biases: ``bias_ih``'s block per layer and direction for
+    ``nn.LSTM``/``nn.LSTMCell`` (PyTorch's gates: input, forget, cell, output), the cell bias's for
+    a Keras ``LSTM``; empty for any other module."""
+    if (keras := keras_of(module)) is not None:
+        found = keras.forget_gate_bias(module)
+        return [] if found is None else [found]
+    if not isinstance(module, (nn.LSTM, nn.LSTMCell)):
+        return []
+    out = []
+    for name, p in module.named_parameters():
+        if name.startswith("bias_ih"):
+            hidden = p.shape[0] // 4
+            out.append(p[hidden : 2 * hidden])
+    return out
+
+
 def biases(module: nn.Module) -> list[torch.Tensor]:
     """The biases of a weight module (an LSTM's ``bias_ih_l0`` and ``bias_hh_l0`` too)."""
     if (keras := keras_of(module)) is not None:

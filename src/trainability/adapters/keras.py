@@ -13,7 +13,13 @@ Keras layer                      weights (fans as trainability's initializers us
 ``Conv1D/2D/3DTranspose``        ``kernel`` ``(*kernel, out, in)``
 ``DepthwiseConv1D/2D``           ``kernel`` ``(*kernel, in, multiplier)``: fan_in = kernel size
 ``Embedding``                    ``embeddings`` ``(num, dim)``: a lookup, fan_in 1
+``LSTM``/``GRU``/``SimpleRNN``   the cell's ``kernel`` ``(in, gates*units)`` and
+                                 ``recurrent_kernel`` ``(units, gates*units)``; fans per gate
 ===============================  ==========================================================
+
+A recurrent layer is one leaf (its cell runs inside the layer's loop, where no hook sees it): its
+output is what the layer returns, and the gradient through time is read at its input (batch,
+time, features), as for ``nn.LSTM(batch_first=True)``.
 
 Layers are named by their Keras names (``dense_1``; ``inner/dense_2`` inside a nested model).
 Activations are read from the separate layers (``ReLU``, ``LeakyReLU``, ``PReLU``, ``ELU``,
@@ -143,7 +149,19 @@ def explain(exc: BaseException) -> str | None:
 
 
 # -- layers ------------------------------------------------------------------------------------
+def is_recurrent(layer: Any) -> bool:
+    """A Keras recurrent layer (``LSTM``, ``GRU``, ``SimpleRNN``, ``RNN(cell)``)."""
+    return _is(layer, {"RNN"})
+
+
+def time_dim(layer: Any) -> int | None:
+    """The time axis of a recurrent layer's input (Keras' RNNs are batch-major), else ``None``."""
+    return (0 if getattr(layer, "time_major", False) else 1) if is_recurrent(layer) else None
+
+
 def _children(layer: Any) -> list[Any]:
+    if is_recurrent(layer):  # its cell is read through it
+        return []
     found = layer.layers if hasattr(layer, "layers") else layer._flatten_layers(include_self=False, recursive=False)
     return [c for c in found if keras_class(c) != "InputLayer"]
 
@@ -195,6 +213,7 @@ class KerasWeight(Weight):
     :meth:`blocks` gives a dense or conv kernel as the ``(out, fan_in)`` view PyTorch's layout has."""
 
     variable: Any = None
+    bias_variable: Any = None  # where the layer's own ``bias`` is not this weight's (a recurrent cell's)
 
     @property
     def parameter_tensor(self) -> nn.Parameter:
@@ -202,11 +221,18 @@ class KerasWeight(Weight):
 
     @property
     def bias(self) -> torch.Tensor | None:
-        b = getattr(self.module, "bias", None)
+        if self.role == "recurrent_hidden":  # the cell's one bias belongs to its input kernel
+            return None
+        b = self.bias_variable if self.role == "recurrent_input" else getattr(self.module, "bias", None)
         return b.value if b is not None and hasattr(b, "value") else None
 
     def blocks(self):  # noqa: ANN201 - an iterator of views
         t = self.tensor
+        if self.role in ("recurrent_input", "recurrent_hidden"):  # (in, gates*units): one (units, in) view a gate
+            n = t.shape[1] // self.gates
+            for g in range(self.gates):
+                yield t[:, g * n : (g + 1) * n].T
+            return
         yield t.reshape(-1, t.shape[-1]).T if self.role in ("dense", "conv") and t.dim() >= 2 else t
 
 
@@ -256,10 +282,41 @@ def _embedding(name: str, layer: Any) -> list[Weight]:
     return _weight(name, layer, "embeddings", "embedding", (1, shape[1]), transposed=False)
 
 
+#: Gates stacked along the last axis of a recurrent cell's kernels: LSTM (input, forget, cell,
+#: output), GRU (update, reset, new).
+GATES = {"LSTMCell": 4, "GRUCell": 3, "SimpleRNNCell": 1}
+
+
+def _recurrent(name: str, layer: Any) -> list[Weight]:
+    cell = layer.cell
+    gates = next((g for c, g in GATES.items() if _is(cell, {c})), None)
+    kernel, hidden = _variable(cell, "kernel"), _variable(cell, "recurrent_kernel")
+    if gates is None or kernel is None or hidden is None:
+        return []  # a custom cell: its weights are not read
+    units = int(hidden.shape[0])
+    bias = _variable(cell, "bias")
+    return [
+        KerasWeight(f"{name}/kernel", name, layer, "kernel", "recurrent_input", (int(kernel.shape[0]), units),
+                    gates=gates, transposed=True, variable=kernel, bias_variable=bias),
+        KerasWeight(f"{name}/recurrent_kernel", name, layer, "recurrent_kernel", "recurrent_hidden", (units, units),
+                    gates=gates, transposed=True, variable=hidden),
+    ]  # fmt: skip
+
+
+def forget_gate_bias(layer: Any) -> torch.Tensor | None:
+    """The forget gate's block of a Keras LSTM's bias (a view), or ``None`` for other layers."""
+    cell = getattr(layer, "cell", None)
+    bias = _variable(cell, "bias") if cell is not None and _is(cell, {"LSTMCell"}) else None
+    if bias is None:
+        return None
+    units = int(bias.shape[-1]) // 4
+    return bias.value[units : 2 * units]
+
+
 #: (Keras class in the layer's MRO, adapter), tried in order.
 ADAPTERS: list[tuple[str, Callable[[str, Any], list[Weight]]]] = [
     ("Dense", _dense), ("BaseConv", _conv), ("BaseConvTranspose", _conv_transpose),
-    ("BaseDepthwiseConv", _depthwise), ("Embedding", _embedding),
+    ("BaseDepthwiseConv", _depthwise), ("Embedding", _embedding), ("RNN", _recurrent),
 ]  # fmt: skip
 
 

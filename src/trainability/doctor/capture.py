@@ -168,7 +168,7 @@ class Capture:
             for leaf in self._leaves:
                 name, module, _, _, weights = leaf
                 self._handles.append(module.register_forward_hook(self._hook(*leaf)))
-                if self._time and isinstance(module, nn.RNNBase):
+                if self._time and adapters.time_dim(module) is not None:
                     self._handles.append(module.register_forward_pre_hook(self._time_hook(name)))
             for g, group in enumerate(self._groups):
                 for i, (name, module) in enumerate(group):
@@ -250,7 +250,7 @@ class Capture:
         per time step (the input itself is returned unchanged, or as a leaf that requires grad
         when nothing upstream does)."""
 
-        def hook(mod: nn.RNNBase, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        def hook(mod: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
             if not self._active(mod) or not args or not isinstance(args[0], torch.Tensor) or name in self.records:
                 return None
             x = args[0]
@@ -260,7 +260,7 @@ class Capture:
             if not x.requires_grad:
                 x = x.detach().requires_grad_(True)
                 replaced = (x, *args[1:])
-            time_dim = 1 if mod.batch_first and x.dim() == 3 else 0
+            time_dim = adapters.time_dim(mod) if x.dim() == 3 else 0  # unbatched: (time, features)
             dims = [d for d in range(x.dim()) if d != time_dim]
             dtype = self._dtype or x.dtype
             box: list[torch.Tensor] = []

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import math
 
+from torch import nn
+
+from trainability import adapters
 from trainability.doctor.report import Finding
 from trainability.doctor.rules.evidence import Evidence, span
 from trainability.doctor.rules.gradients import GRADIENT_RATIO, SEVERE_GRADIENT_RATIO
@@ -32,6 +35,20 @@ def _ratio(norms: list[float], bidirectional: bool) -> float:
     if bidirectional:
         return min(finite) / max(finite)
     return norms[0] / norms[-1] if norms[-1] > 0 else math.inf
+
+
+def _forget_bias(module: object) -> float:
+    """The mean forget-gate bias of an LSTM, both of PyTorch's biases counted (``nan`` when the
+    module is not an LSTM)."""
+    if isinstance(module, (nn.LSTM, nn.LSTMCell)):
+        blocks = [p[p.shape[0] // 4 : p.shape[0] // 2] for n, p in module.named_parameters() if n.startswith("bias_ih")]
+        blocks = [b + h[h.shape[0] // 4 : h.shape[0] // 2] for b, h in
+                  zip(blocks, [p for n, p in module.named_parameters() if n.startswith("bias_hh")], strict=True)]  # fmt: skip
+    else:
+        blocks = adapters.forget_gate_bias(module) if module is not None else []  # type: ignore[arg-type]
+    if not blocks:
+        return math.nan
+    return sum(float(v.detach().float().sum()) for v in blocks) / sum(v.numel() for v in blocks)
 
 
 def gradient_through_time(ev: Evidence) -> list[Finding]:
@@ -51,13 +68,18 @@ def gradient_through_time(ev: Evidence) -> list[Finding]:
     if vanishing:
         worst = min(vanishing, key=lambda v: v[1])
         names = [t.name for t, _, _ in vanishing]
-        plain = [t.name for t, _, _ in vanishing if t.type in ("RNN", "RNNCell")]
+        plain = [t.name for t, _, _ in vanishing if t.type in ("RNN", "RNNCell", "SimpleRNN", "SimpleRNNCell")]
         lstm = [t.name for t, _, _ in vanishing if t.type in ("LSTM", "LSTMCell")]
+        biased = [n for n in lstm if _forget_bias(modules.get(n)) >= 0.5]  # already at (about) 1
         fix = []
         if plain:
-            fix.append(f"use nn.LSTM or nn.GRU instead of the plain RNN {span(plain)}")
-        if lstm:
+            fix.append(f"use an LSTM or GRU layer instead of the plain RNN {span(plain)}")
+        if set(lstm) - set(biased):
             fix.append("set the LSTM forget-gate bias to 1 (Gers et al. 2000; trainability.initialize(model) does)")
+        if biased:
+            fix.append(f"the forget-gate bias of {span(biased)} is already about 1: for dependencies this long, "
+                       "initialize it larger (chrono initialization, Tallec & Ollivier 2018: log U(1, steps - 1)), "
+                       "or let the head read every step (pooling or attention over time)")  # fmt: skip
         fix.append("orthogonal hidden-hidden weights (trainability.initialize(model)), layer norm in the cell, "
                    "or shorter sequences (truncated back-propagation through time)")  # fmt: skip
         findings.append(Finding(
