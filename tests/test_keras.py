@@ -592,3 +592,42 @@ def test_initialize_a_keras_lstm_per_gate_and_it_still_trains():
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss, metrics=["accuracy"])
     history = model.fit(x, y, epochs=5, batch_size=32, verbose=0)
     assert history.history["accuracy"][-1] > 0.9
+
+
+class _BothEnds(nn.Module):
+    """A bidirectional LSTM whose forward final state (last step) and backward final state (first
+    step) feed a Linear head, as Keras' ``Bidirectional(LSTM)`` (merge ``concat``) then ``Dense``."""
+
+    def __init__(self, lstm: nn.LSTM, head: nn.Linear) -> None:
+        super().__init__()
+        self.lstm, self.head = lstm, head
+
+    def forward(self, x):
+        out, h = self.lstm(x)[0], self.lstm.hidden_size
+        return self.head(torch.cat([out[:, -1, :h], out[:, 0, h:]], dim=1))
+
+
+def test_a_bidirectional_lstm_is_judged_as_one_layer_like_its_pytorch_twin():
+    # each half alone vanishes towards the step it reads first; read together the earliest and the
+    # last steps are both close to one half's output, and the middle is the farthest
+    model = keras.Sequential([keras.Input((40, 6)), layers.Bidirectional(layers.LSTM(16), name="bi"), layers.Dense(4)])
+    x, y = torch.randn(32, 40, 6), torch.randint(0, 4, (32,))
+    wrapper, dense = model.layers[0], model.layers[1]
+    lstm = nn.LSTM(6, 16, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for suffix, half in (("", wrapper.forward_layer.cell), ("_reverse", wrapper.backward_layer.cell)):
+            getattr(lstm, f"weight_ih_l0{suffix}").copy_(half.kernel.value.T)
+            getattr(lstm, f"weight_hh_l0{suffix}").copy_(half.recurrent_kernel.value.T)
+            getattr(lstm, f"bias_ih_l0{suffix}").copy_(half.bias.value)
+            getattr(lstm, f"bias_hh_l0{suffix}").zero_()
+    head = nn.Linear(32, 4)
+    with torch.no_grad():
+        head.weight.copy_(dense.kernel.value.T)
+        head.bias.copy_(dense.bias.value)
+    ours, twin = diagnose(model, x, y), diagnose(_BothEnds(lstm, head), x, y)
+    (keras_time,), (torch_time,) = ours.time, twin.time
+    assert keras_time.name == "bi" and keras_time.bidirectional and len(keras_time.grad_norms) == 40
+    spread = [min(t.grad_norms) / max(t.grad_norms) for t in (keras_time, torch_time)]
+    assert spread[0] == pytest.approx(spread[1], rel=0.2)  # norms in quadrature vs the norm of the sum
+    assert not ours.by_kind("exploding_through_time") and not twin.by_kind("exploding_through_time")
+    assert {f.kind for f in ours.findings} == {f.kind for f in twin.findings}

@@ -304,6 +304,19 @@ def time_dim(module: nn.Module) -> int | None:
     return None
 
 
+def bidirectional_halves(model: nn.Module) -> dict[str, tuple[str, str]]:
+    """``{wrapper: (forward half, backward half)}`` for recurrent layers built as two modules (Keras'
+    ``Bidirectional``); ``nn.LSTM(bidirectional=True)`` is one module and needs none."""
+    keras = keras_of(model)
+    return keras.bidirectional_halves(model) if keras is not None else {}
+
+
+def reads_backwards(module: nn.Module) -> bool:
+    """Whether a recurrent module reads its input from the last step to the first (a Keras layer
+    with ``go_backwards=True``, as ``Bidirectional`` builds its backward half)."""
+    return keras_of(module) is not None and bool(getattr(module, "go_backwards", False))
+
+
 def forget_gate_bias(module: nn.Module) -> list[torch.Tensor]:
     """Views of an LSTM's forget-gate biases: ``bias_ih``'s block per layer and direction for
     ``nn.LSTM``/``nn.LSTMCell`` (PyTorch's gates: input, forget, cell, output), the cell bias's for

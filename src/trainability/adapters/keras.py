@@ -159,6 +159,12 @@ def time_dim(layer: Any) -> int | None:
     return (0 if getattr(layer, "time_major", False) else 1) if is_recurrent(layer) else None
 
 
+def bidirectional_halves(model: Any) -> dict[str, tuple[str, str]]:
+    """``{wrapper: (forward half, backward half)}`` for every ``Bidirectional`` layer, by name."""
+    return {n: (f"{n}/{layer.forward_layer.name}", f"{n}/{layer.backward_layer.name}")
+            for n, layer in named_layers(model) if n and _is(layer, {"Bidirectional"})}  # fmt: skip
+
+
 def _children(layer: Any) -> list[Any]:
     if is_recurrent(layer):  # its cell is read through it
         return []

@@ -130,8 +130,20 @@ def _attention(model: nn.Module, capture: Capture) -> list[tuple[str, float, lis
     return out
 
 
-def _time(capture: Capture) -> list[TimeStats]:
-    return [TimeStats(r.name, type(r.module).__name__, r.time_values) for r in capture.records.values() if len(r.time_values) > 1]
+def _time(capture: Capture, model: nn.Module) -> list[TimeStats]:
+    found = {r.name: TimeStats(r.name, type(r.module).__name__, r.time_values)
+             for r in capture.records.values() if len(r.time_values) > 1}  # fmt: skip
+    for wrapper, (forward, backward) in adapters.bidirectional_halves(model).items():
+        f, b = found.get(forward), found.get(backward)
+        if f is None or b is None or len(f.grad_norms) != len(b.grad_norms):
+            continue
+        # the backward half's steps come in the order it reads them (the capture flips them): back to
+        # input order; per input step the two directions' gradients add, their norms (taken as
+        # uncorrelated) in quadrature
+        merged = [math.hypot(x, y) for x, y in zip(f.grad_norms, b.grad_norms[::-1], strict=True)]
+        del found[forward], found[backward]
+        found[wrapper] = TimeStats(wrapper, f"Bidirectional({f.type})", merged, bidirectional=True, parts=(forward, backward))
+    return list(found.values())
 
 
 def diagnose(
@@ -190,7 +202,7 @@ def diagnose(
         skips = skip_connections(model)
         if skips is None:  # untraceable: a module output consumed twice is a branch
             skips = [n for n in capture.records if capture.consumers(n) > 1]
-        stream, time = _blocks(capture), _time(capture)
+        stream, time = _blocks(capture), _time(capture, model)
         out = output_tensor(output)
         integer = targets if targets is not None else batch.kwargs.get("labels") if own is not None else None
         classes = int(out.shape[-1]) if (isinstance(integer, torch.Tensor) and not integer.is_floating_point()

@@ -265,8 +265,11 @@ class Capture:
             dtype = self._dtype or x.dtype
             box: list[torch.Tensor] = []
 
+            backwards = adapters.reads_backwards(mod)  # its first step is the input's last
+
             def grad_hook(grad: torch.Tensor) -> None:
-                box.append(torch.linalg.vector_norm(grad.detach(), dim=dims, dtype=dtype))
+                norms = torch.linalg.vector_norm(grad.detach(), dim=dims, dtype=dtype)
+                box.append(norms.flip(0) if backwards else norms)
 
             x.register_hook(single_threaded(grad_hook))
             self._time_boxes[name] = box

@@ -77,6 +77,8 @@ class TimeStats:
     name: str
     type: str
     grad_norms: list[float]
+    bidirectional: bool = False  # both directions' gradients, summed in quadrature per step
+    parts: tuple[str, ...] = ()  # the recurrent modules it was read from, where it is not one
 
     @property
     def ratio(self) -> float:

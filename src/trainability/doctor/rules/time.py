@@ -37,6 +37,11 @@ def _ratio(norms: list[float], bidirectional: bool) -> float:
     return norms[0] / norms[-1] if norms[-1] > 0 else math.inf
 
 
+def _base(kind: str) -> str:
+    """``LSTM`` for ``LSTM`` and for ``Bidirectional(LSTM)``."""
+    return kind.removeprefix("Bidirectional(").removesuffix(")")
+
+
 def _forget_bias(module: object) -> float:
     """The mean forget-gate bias of an LSTM, both of PyTorch's biases counted (``nan`` when the
     module is not an LSTM)."""
@@ -58,7 +63,7 @@ def gradient_through_time(ev: Evidence) -> list[Finding]:
     for t in ev.time:
         if len(t.grad_norms) < MIN_STEPS:
             continue
-        bidirectional = bool(getattr(modules.get(t.name), "bidirectional", False))
+        bidirectional = t.bidirectional or bool(getattr(modules.get(t.name), "bidirectional", False))
         r = _ratio(t.grad_norms, bidirectional)
         per_step = r ** (1 / (len(t.grad_norms) - 1)) if 0 < r < math.inf else r
         if r < 1 / GRADIENT_RATIO:
@@ -68,9 +73,10 @@ def gradient_through_time(ev: Evidence) -> list[Finding]:
     if vanishing:
         worst = min(vanishing, key=lambda v: v[1])
         names = [t.name for t, _, _ in vanishing]
-        plain = [t.name for t, _, _ in vanishing if t.type in ("RNN", "RNNCell", "SimpleRNN", "SimpleRNNCell")]
-        lstm = [t.name for t, _, _ in vanishing if t.type in ("LSTM", "LSTMCell")]
-        biased = [n for n in lstm if _forget_bias(modules.get(n)) >= 0.5]  # already at (about) 1
+        plain = [t.name for t, _, _ in vanishing if _base(t.type) in ("RNN", "RNNCell", "SimpleRNN", "SimpleRNNCell")]
+        lstm = [t for t, _, _ in vanishing if _base(t.type) in ("LSTM", "LSTMCell")]
+        biased = [t.name for t in lstm if _forget_bias(modules.get((t.parts or (t.name,))[0])) >= 0.5]  # already about 1
+        lstm = [t.name for t in lstm]
         fix = []
         if plain:
             fix.append(f"use an LSTM or GRU layer instead of the plain RNN {span(plain)}")
