@@ -335,3 +335,25 @@ def test_doctor_command_uses_example_batch_from_the_model_file(tmp_path, capsys)
     source.write_text(source.read_text().replace("return {", "raise RuntimeError('no data here'); return {"))
     assert main(["doctor", f"{source}:build"]) == 2
     assert "example_batch() failed: RuntimeError: no data here" in capsys.readouterr().err
+
+
+def test_every_weight_matrix_of_these_architectures_is_read():
+    # the report lists weight matrices no adapter reads; on these, none
+    unread = {name: adapters.unread_weights(make()) for name, (make, _) in HEALTHY.items()}
+    unread["nn.MultiheadAttention"] = adapters.unread_weights(nn.MultiheadAttention(16, 2))
+    assert unread == dict.fromkeys(unread, [])
+
+
+def test_a_weight_matrix_no_adapter_reads_is_named_in_the_report():
+    class Gated(nn.Module):  # applies its own weight with einsum: no adapter knows how
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(4, 8, 8) / 8**0.5)
+
+        def forward(self, x):
+            return torch.einsum("bi,gij->bj", x, self.weight)
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), Gated(), nn.Linear(8, 3))
+    report = diagnose(model, torch.randn(16, 8), torch.randint(0, 3, (16,)))
+    assert report.unread == ["2 (Gated)"] and report.to_dict()["unread"] == ["2 (Gated)"]
+    assert "Not read: 2 (Gated)" in str(report)

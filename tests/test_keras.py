@@ -631,3 +631,15 @@ def test_a_bidirectional_lstm_is_judged_as_one_layer_like_its_pytorch_twin():
     assert spread[0] == pytest.approx(spread[1], rel=0.2)  # norms in quadrature vs the norm of the sum
     assert not ours.by_kind("exploding_through_time") and not twin.by_kind("exploding_through_time")
     assert {f.kind for f in ours.findings} == {f.kind for f in twin.findings}
+
+
+def test_layers_whose_weights_are_not_read_are_named_in_the_report():
+    inputs = keras.Input((10, 16))
+    attended = layers.MultiHeadAttention(num_heads=2, key_dim=8, name="mha")(inputs, inputs)
+    model = keras.Model(inputs, layers.Dense(3, name="head")(layers.GlobalAveragePooling1D()(attended)))
+    report = diagnose(model, torch.randn(16, 10, 16), torch.randint(0, 3, (16,)))
+    assert report.unread == [f"mha/{n} (EinsumDense)" for n in ("query", "key", "value", "attention_output")]
+    assert "Not read: mha/query (EinsumDense)" in str(report)
+    # a Dense stack has none
+    dense = keras.Sequential([keras.Input((8,)), layers.Dense(8, activation="relu"), layers.PReLU(), layers.Dense(2)])
+    assert keras_adapter.unread_weights(dense) == []

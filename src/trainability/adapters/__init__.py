@@ -233,6 +233,31 @@ def weight_modules(model: nn.Module) -> list[tuple[str, nn.Module, list[Weight]]
     return found
 
 
+def _matrix(name: str, shape: tuple[int, ...]) -> bool:
+    """A parameter that looks like a weight matrix: two or more axes, named ``weight``/``kernel``."""
+    return len(shape) >= 2 and name.rsplit(".", 1)[-1].rsplit("/", 1)[-1].endswith(("weight", "kernel"))
+
+
+def unread_weights(model: nn.Module) -> list[str]:
+    """``"name (Type)"`` for every module that holds a weight matrix no adapter reads (a custom
+    layer applying its own ``weight``, Keras' ``EinsumDense``): the doctor measures neither its
+    gradient nor its scale, and ``initialize`` leaves it alone. Normalizations and activations
+    with parameters (``PReLU``) are read elsewhere; 1-D parameters (scales, layer scale) and
+    positional tables are not weight matrices."""
+    from trainability.graph import activation_of, is_norm  # graph builds on this module
+
+    if (keras := keras_of(model)) is not None:
+        return keras.unread_weights(model)
+    read = {n for n, _, _ in weight_modules(model)}
+    out = []
+    for name, module in model.named_modules():
+        if name in read or any(not r or name.startswith(f"{r}.") for r in read) or is_norm(module):
+            continue
+        if activation_of(module) is None and any(_matrix(n, tuple(p.shape)) for n, p in module.named_parameters(recurse=False)):
+            out.append(f"{name or '(model)'} ({type(module).__name__})")
+    return out
+
+
 def weights(model: nn.Module) -> list[Weight]:
     """Every :class:`Weight` of the model, in registration order."""
     return [w for _, _, ws in weight_modules(model) for w in ws]

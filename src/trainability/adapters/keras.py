@@ -338,6 +338,16 @@ def module_weights(name: str, module: Any) -> list[Weight]:
     return []
 
 
+def unread_weights(model: Any) -> list[str]:
+    """``"name (Class)"`` for every leaf layer holding a trainable weight matrix that no adapter
+    reads (``EinsumDense``, as inside ``MultiHeadAttention``; ``SeparableConv``)."""
+    if not model.built:
+        raise _unbuilt(model)
+    return [f"{n} ({keras_class(m)})" for n, m in _leaves(model)
+            if not module_weights(n, m) and not is_norm(m) and activation(m) is None
+            and any(v.trainable and len(v.shape) >= 2 for v in m.weights)]  # fmt: skip
+
+
 def weight_modules(model: Any) -> list[tuple[str, Any, list[Weight]]]:
     """``(name, layer, weights)`` for every Keras layer that applies weights, in layer order."""
     check(model)

@@ -239,4 +239,5 @@ def diagnose(
                 # shows none, the mean-field prediction for a typical draw is not a finding
                 found = rules.explain_depth(found, rules.beyond_depth_scale(evidence, adapters.named_modules(model)))
         found += rules.self_normalization(evidence, adapters.named_modules(model))
-    return Report(layers=layers, findings=found, loss=loss_value, batch_size=batch_size, blocks=stream, time=time)
+    return Report(layers=layers, findings=found, loss=loss_value, batch_size=batch_size, blocks=stream, time=time,
+                  unread=adapters.unread_weights(model))

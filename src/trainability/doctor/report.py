@@ -132,6 +132,7 @@ class Report:
     batch_size: int
     blocks: list[BlockStats] = field(default_factory=list)
     time: list[TimeStats] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)  # "name (Type)": weight matrices no adapter reads
 
     @property
     def healthy(self) -> bool:
@@ -146,21 +147,28 @@ class Report:
             out["blocks"] = [asdict(b) for b in self.blocks]
         if self.time:
             out["time"] = [asdict(t) for t in self.time]
+        if self.unread:
+            out["unread"] = list(self.unread)
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
 
     def verdict(self) -> str:
+        unread = ""
+        if self.unread:
+            shown = ", ".join(self.unread[:6]) + (f" and {len(self.unread) - 6} more" if len(self.unread) > 6 else "")
+            unread = (f"\nNot read: {shown}: weights applied in a way the doctor does not know, so their gradients "
+                      "and scales are not judged.")  # fmt: skip
         if self.healthy:
             return (f"HEALTHY: no problem found in {len(self.layers)} layers "
-                    f"(loss {_number(self.loss)}, batch {self.batch_size}).")  # fmt: skip
+                    f"(loss {_number(self.loss)}, batch {self.batch_size}).{unread}")  # fmt: skip
         errors = sum(f.severity == "error" for f in self.findings)
         lines = [f"{len(self.findings)} finding(s), {errors} error(s) (loss {_number(self.loss)}, batch {self.batch_size}):"]
         for f in self.findings:
             lines.append(f"  [{f.severity}] {f.kind}: {f.message}")
             lines.append(f"      fix: {f.fix}")
-        return "\n".join(lines)
+        return "\n".join(lines) + unread
 
     def table(self, *, compact: bool | None = None) -> str:
         """The per-layer statistics as text, in execution order.
