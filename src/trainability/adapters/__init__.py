@@ -248,10 +248,12 @@ def unread_weights(model: nn.Module) -> list[str]:
 
     if (keras := keras_of(model)) is not None:
         return keras.unread_weights(model)
-    read = {n for n, _, _ in weight_modules(model)}
+    found = weight_modules(model)
+    read = {n for n, _, _ in found}
+    claimers = tuple(f"{n}." for n, m, _ in found if next(m.children(), None) is not None)  # they apply their children's
     out = []
     for name, module in model.named_modules():
-        if name in read or any(not r or name.startswith(f"{r}.") for r in read) or is_norm(module):
+        if name in read or "" in read or name.startswith(claimers) or is_norm(module):
             continue
         if activation_of(module) is None and any(_matrix(n, tuple(p.shape)) for n, p in module.named_parameters(recurse=False)):
             out.append(f"{name or '(model)'} ({type(module).__name__})")
