@@ -357,3 +357,25 @@ def test_a_weight_matrix_no_adapter_reads_is_named_in_the_report():
     report = diagnose(model, torch.randn(16, 8), torch.randint(0, 3, (16,)))
     assert report.unread == ["2 (Gated)"] and report.to_dict()["unread"] == ["2 (Gated)"]
     assert "Not read: 2 (Gated)" in str(report)
+
+
+def test_repeated_diagnoses_and_monitored_steps_leave_no_capture_behind():
+    # stream tensors carry gradient hooks that reference the capture: kept past the pass, they made
+    # a cycle through autograd's graph that Python's collector cannot free (60 MB a BERT pass)
+    import gc
+
+    from trainability.doctor.capture import Capture
+
+    make, batch = HEALTHY["bert"]
+    model, inputs = make(), batch()
+    for _ in range(2):
+        diagnose(model, inputs)
+    monitor = Monitor(model, every=1)
+    for _ in range(2):
+        out = Batch.of(inputs)(model)
+        monitor.step(out.loss)
+        model.zero_grad(set_to_none=True)
+    monitor.close()
+    del monitor, out  # what the user holds
+    gc.collect()
+    assert [o for o in gc.get_objects() if type(o) is Capture] == []  # type(): isinstance reads __class__, which warns on some torch objects

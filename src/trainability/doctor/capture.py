@@ -182,6 +182,9 @@ class Capture:
             handle.remove()
         self._handles = []
         self._keep, self._producers = [], {}
+        # the stream tensors carry gradient hooks that reference this capture: a cycle through
+        # autograd's C++ graph, which Python's collector cannot break (60 MB a BERT pass, kept)
+        self.residual.inputs.clear()
 
     @property
     def attached(self) -> bool:
