@@ -643,3 +643,11 @@ def test_layers_whose_weights_are_not_read_are_named_in_the_report():
     # a Dense stack has none
     dense = keras.Sequential([keras.Input((8,)), layers.Dense(8, activation="relu"), layers.PReLU(), layers.Dense(2)])
     assert keras_adapter.unread_weights(dense) == []
+
+
+def test_repair_refuses_a_keras_model_in_one_line():
+    model = keras.Sequential([keras.Input((2,)), layers.Dense(8, activation="sigmoid"), layers.Dense(2)])
+    from trainability import repair
+
+    with pytest.raises(ValueError, match="cannot yet change a Keras model's layers; for a Keras model use trainability.diagnose"):
+        repair(model, "moons", budget_steps=10)

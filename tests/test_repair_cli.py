@@ -107,3 +107,25 @@ def test_tensors_as_data():
     torch.manual_seed(0)
     result = trainability.repair(mlp(8, 4, depth=3, width=16, activation="relu"), (x, y), workers=1)
     assert result.verdict == "healthy" and result.data == "tensors"
+
+
+def test_output_paths_that_cannot_be_written_stop_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "results.csv"
+    blocker.write_text("x\n")
+    cases = [
+        (["repair", "mlp:depth=3", "--data", "moons", "--out", str(blocker)], "is a file, not a folder"),
+        (["demo", "--plot", str(blocker / "demo.png")], f"cannot be created: {blocker} is a file"),
+        (["demo", "--plot", str(tmp_path / "demo.txt")], ".txt is not a format this writes"),
+        (["report", str(tmp_path), "--out", str(blocker / "r.html")], f"cannot be created: {blocker} is a file"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and expected in err and "Traceback" not in err, (argv, err)
+        assert "probe" not in err  # nothing ran
+
+
+def test_the_demo_picture_path_is_the_file_written(tmp_path, capsys):
+    assert main(["demo", "--depth", "2", "--width", "8", "--epochs", "1", "--no-progress", "--plot", str(tmp_path / "demo")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(str(tmp_path / "demo.png"))
+    assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -118,7 +118,8 @@ class DemoResult:
     def plot(self, path: str | Path) -> Path:
         """Write a PNG: gradient RMS against depth before and after ``initialize``, and the
         validation accuracy of every network against the epoch."""
-        return plot_demo(self, Path(path))
+        path = Path(path)
+        return plot_demo(self, path if path.suffix else path.with_suffix(".png"))  # what matplotlib writes
 
 
 def _verdict_line(report: Report) -> str:

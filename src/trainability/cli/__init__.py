@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore")
         try:
             return int(args.run(args))
-        except (UsageError, ValueError, FileNotFoundError) as exc:
+        except (UsageError, ValueError, OSError) as exc:  # OSError: a file that cannot be read or written
             print(f"trainability {args.command}: error: {exc}".replace("\n", " "), file=sys.stderr)
             return 2
 

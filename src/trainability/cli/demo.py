@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from trainability.cli._common import PICTURES, writable
 from trainability.demo import DemoSettings, run_demo
 
 OPTIONS = {"depth": "hidden layers", "width": "units per hidden layer", "epochs": "training epochs per network",
@@ -14,10 +15,11 @@ OPTIONS = {"depth": "hidden layers", "width": "units per hidden layer", "epochs"
 def run(args: argparse.Namespace) -> int:
     from trainability import datasets
 
+    picture = writable(args.plot, "--plot", suffixes=PICTURES)  # before the training, not after
     settings = DemoSettings(**{name: getattr(args, name) for name in OPTIONS})
     result = run_demo(datasets.load("digits"), settings, progress=not args.no_progress,
                       echo=lambda text: print(text, flush=True))  # flushed: the progress bars go to stderr
-    path = result.plot(args.plot)
+    path = result.plot(picture)
     print(f"\ndone in {result.seconds:.0f} s; the picture (gradient against depth, learning curves): {path}")
     return 0
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from trainability.cli._common import UsageError
+from trainability.cli._common import UsageError, writable
+from trainability.cli.doctor import _user_model
 
 
 def run(args: argparse.Namespace) -> int:
@@ -15,11 +16,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.budget_steps < 10:
         raise UsageError(f"--budget-steps must be at least 10 (a shorter run cannot show whether a network trains), got {args.budget_steps}")
+    if args.out:
+        writable(args.out, "--out", folder=True)  # before the search, not after
     if args.model.partition(":")[0] in BUILTINS:
         splits = datasets.load(args.data)
         model = from_spec(args.model, in_features=splits.in_features, out_features=splits.n_outputs)
     else:
-        model = from_spec(args.model)
+        model = _user_model(args.model)  # a Keras file gets the PyTorch backend, as for the doctor
     result = repair(model, args.data, budget_steps=args.budget_steps, lr=args.lr, optimizer=args.optimizer,
                     momentum=args.momentum, batch_size=args.batch_size, all=args.all, seed=args.seed,
                     workers=args.workers, out=args.out, progress=not args.quiet)  # fmt: skip

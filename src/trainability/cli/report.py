@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from trainability.cli._common import writable
+
 
 def run(args: argparse.Namespace) -> int:
     from trainability.experiments import Results
 
+    out = writable(args.out, "--out", suffixes=(".html", ".htm")) if args.out else None
     results = Results(args.folder)
-    path = results.report(args.out)
+    path = results.report(out)
     print(results.summary())
     print(f"\nreport written to {path}")
     return 0

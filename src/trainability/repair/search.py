@@ -288,10 +288,16 @@ def repair(
     """
     start = time.perf_counter()
     _validate(budget_steps, optimizer, lr, momentum, batch_size, seed, workers)
-    original = _instantiate(model, seed)
-    from trainability.adapters import check_model
+    from trainability.adapters import check_model, keras_of
 
+    keras = ("repair rebuilds and retrains PyTorch modules and cannot yet change a Keras model's layers; "
+             "for a Keras model use trainability.diagnose(model, x) and trainability.initialize(model)")  # fmt: skip
+    if keras_of(model) is not None:
+        raise ValueError(keras)
+    original = _instantiate(model, seed)
     check_model(original)
+    if keras_of(original) is not None:  # a factory's
+        raise ValueError(keras)
     splits, data_spec = load_data(data)
     _check_fits(original, splits)
     criterion = Criterion.for_splits(splits)
