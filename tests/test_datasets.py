@@ -253,3 +253,19 @@ def test_the_old_data_module_still_loads_through_datasets_with_a_deprecation_war
     assert old.x.shape[0] == new.train.samples + new.validation.samples
     assert torch.equal(old.x_test, new.test.x)
     assert old.n_outputs == 10 and old.in_features == 64 and old.classification
+
+
+def test_targets_that_cannot_train_are_caught_when_loading(tmp_path):
+    x = np.random.default_rng(0).normal(size=(100, 3))
+    np.savez(tmp_path / "signs.npz", x=x, y=np.where(x[:, 0] > 0, 1, -1))
+    signs = datasets.load(tmp_path / "signs.npz")  # -1/+1 labels: classes 0 and 1, as LabelEncoder maps them
+    assert signs.classes == ("-1", "1") and signs.n_outputs == 2
+    assert set(torch.cat([signs.train.y, signs.validation.y, signs.test.y]).tolist()) == {0, 1}
+    (tmp_path / "holes.csv").write_text("a,b,t\n" + "\n".join(f"{i},{2 * i},{'nan' if i == 3 else i % 2}" for i in range(20)))
+    with pytest.raises(ValueError, match=r"holes\.csv: 1 target\(s\) are NaN or infinite"):
+        datasets.load(tmp_path / "holes.csv")
+    (tmp_path / "tiny.csv").write_text("a,t\n1,0\n2,1\n")
+    with pytest.raises(ValueError, match=r"tiny\.csv: test=0.2 leaves no samples"):
+        datasets.load(tmp_path / "tiny.csv")
+    with pytest.raises(ValueError, match="the built-in 'moons' has its own targets"):
+        datasets.load("moons", target="x")

@@ -41,6 +41,8 @@ def names() -> list[str]:
 def _arrays(name: str, seed: int, target: str | int | None, data_dir: str | os.PathLike[str] | None,
             download: bool) -> tuple[str, dict, float | int]:  # fmt: skip
     """(display name, arrays for make_splits, default validation size)."""
+    if target is not None and (name in BUILTIN or name in IDX_SETS):
+        raise ValueError(f"target= applies to .csv files; the built-in {name!r} has its own targets")
     if name in BUILTIN:
         from trainability.datasets.builtin import builtin
 
@@ -94,9 +96,14 @@ def load(
     name = os.fspath(name_or_path)
     display, arrays, default_validation = _arrays(name, seed, target, data_dir, download)
     classes = arrays.pop("classes", None)
-    return make_splits(display, arrays.pop("x"), arrays.pop("y"), **{k: v for k, v in arrays.items() if v is not None},
-                       test=test, validation=default_validation if validation is None else validation, seed=seed,
-                       standardize=standardize, classes=classes)  # fmt: skip
+    try:
+        return make_splits(display, arrays.pop("x"), arrays.pop("y"), **{k: v for k, v in arrays.items() if v is not None},
+                           test=test, validation=default_validation if validation is None else validation, seed=seed,
+                           standardize=standardize, classes=classes)  # fmt: skip
+    except ValueError as exc:
+        if display != name and str(exc).startswith(f"{display}: "):  # a file: named by its path, not its stem
+            raise ValueError(f"{name}: {str(exc)[len(display) + 2:]}") from None
+        raise
 
 
 __all__ = ["Split", "Splits", "load", "names"]

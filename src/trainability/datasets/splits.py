@@ -71,12 +71,13 @@ class Splits:
                 f"validation {self.validation.samples}, test {self.test.samples})")  # fmt: skip
 
 
-def is_classes(y: np.ndarray) -> bool:
-    """Integer targets, or whole non-negative floats with at most 100 distinct values."""
+def is_classes(y: np.ndarray, *, allow_negative: bool = False) -> bool:
+    """Integer targets, or whole non-negative floats with at most 100 distinct values (negative
+    ones too with ``allow_negative``, labels such as -1/+1 to be mapped to 0..k-1)."""
     if np.issubdtype(y.dtype, np.integer):
         return True
     return bool(y.ndim == 1 and len(y) and np.all(np.isfinite(y)) and np.all(y == np.round(y))
-                and y.min() >= 0 and len(np.unique(y)) <= 100)  # fmt: skip
+                and (allow_negative or y.min() >= 0) and len(np.unique(y)) <= 100)  # fmt: skip
 
 
 def _sizes(n: int, fraction_or_count: float | int, what: str) -> int:
@@ -142,6 +143,29 @@ def make_splits(
     y = np.asarray(y)
     if len(x) == 0:
         raise ValueError(f"{name} holds no samples")
+    given = [t for t in (y, y_test, y_val) if t is not None]
+    for t in given:
+        if np.issubdtype(np.asarray(t).dtype, np.number) and not np.isfinite(np.asarray(t, dtype=np.float64)).all():
+            bad = int((~np.isfinite(np.asarray(t, dtype=np.float64))).sum())
+            raise ValueError(f"{name}: {bad} target(s) are NaN or infinite; drop or impute those samples first")
+    if classes is None:
+        every = np.concatenate([np.ravel(t) for t in given])
+        if is_classes(every, allow_negative=True) and every.min() < 0:
+            # labels such as -1/+1: mapped to 0..k-1 in sorted order, as scikit-learn's LabelEncoder does
+            values = np.unique(every)
+            classes = tuple(f"{v:g}" for v in values)
+            y, y_test, y_val = (None if t is None else np.searchsorted(values, np.asarray(t)) for t in (y, y_test, y_val))
+    try:
+        return _make_splits(name, x, y, x_test, y_test, x_val, y_val, test, validation, seed, standardize, classes)
+    except ValueError as exc:
+        if name in str(exc):
+            raise
+        raise ValueError(f"{name}: {exc}") from exc
+
+
+def _make_splits(name: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray | None, y_test: np.ndarray | None,
+                 x_val: np.ndarray | None, y_val: np.ndarray | None, test: float | int, validation: float | int,
+                 seed: int, standardize: bool, classes: tuple[str, ...] | None) -> Splits:  # fmt: skip
     if x_test is None:
         keep, held = split_indices(y, test, seed, what="test")
         x, y, x_test, y_test = x[keep], y[keep], x[held], y[held]
