@@ -179,3 +179,19 @@ def test_compare_called_from_an_unguarded_script_in_a_worker_says_how_to_fix_it(
     monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__name__="__mp_main__"))
     with pytest.raises(RuntimeError, match="under if __name__ == '__main__':"):
         trainability.compare("moons", out=tmp_path / "x", progress=False, **SMALL)
+
+
+def test_an_unreachable_ray_address_is_one_line_and_fast(tmp_path, capsys):
+    import socket
+    import time
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    code = main(["compare", "--data", "moons", "--activation", "relu", "--depth", "2", "--seeds", "1", "--epochs", "1",
+                 "--backend", "ray", "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "r"), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err and err.count("\n") == 0
+    assert time.perf_counter() - start < 30

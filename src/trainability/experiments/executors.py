@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue as queue_module
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -227,6 +228,21 @@ def import_ray() -> Any:
     return ray
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when a Ray head at ``host:port`` does not answer: ``ray.init``
+    itself retries for minutes and floods the terminal. ``auto`` and other forms are left to Ray."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}; start its head node "
+                         "(ray start --head) and give its host:port (6379 by default), or drop --address to run "
+                         "Ray on this machine") from None  # fmt: skip
+
+
 class RayExecutor:
     """Plain Ray tasks, ``num_cpus=1`` each, retried when their worker process dies."""
 
@@ -241,6 +257,7 @@ class RayExecutor:
         if not ray.is_initialized():
             try:
                 if self.address:
+                    check_reachable(self.address)
                     ray.init(address=self.address, log_to_driver=False)
                 else:
                     ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
