@@ -344,21 +344,18 @@ def reads_backwards(module: nn.Module) -> bool:
     return keras_of(module) is not None and bool(getattr(module, "go_backwards", False))
 
 
-def forget_gate_bias(module: nn.Module) -> list[torch.Tensor]:
+def forget_gate_bias(module: nn.Module, *, hidden: bool = False) -> list[torch.Tensor]:
     """Views of an LSTM's forget-gate biases: ``bias_ih``'s block per layer and direction for
-    ``nn.LSTM``/``nn.LSTMCell`` (PyTorch's gates: input, forget, cell, output), the cell bias's for
-    a Keras ``LSTM``; empty for any other module."""
+    ``nn.LSTM``/``nn.LSTMCell`` (PyTorch's gates: input, forget, cell, output; ``hidden=True``:
+    ``bias_hh``'s, which adds to it), the cell bias's for a Keras ``LSTM`` (which has one bias:
+    nothing for ``hidden=True``); empty for any other module."""
     if (keras := keras_of(module)) is not None:
-        found = keras.forget_gate_bias(module)
+        found = None if hidden else keras.forget_gate_bias(module)
         return [] if found is None else [found]
     if not isinstance(module, (nn.LSTM, nn.LSTMCell)):
         return []
-    out = []
-    for name, p in module.named_parameters():
-        if name.startswith("bias_ih"):
-            hidden = p.shape[0] // 4
-            out.append(p[hidden : 2 * hidden])
-    return out
+    prefix = "bias_hh" if hidden else "bias_ih"
+    return [p[p.shape[0] // 4 : p.shape[0] // 2] for name, p in module.named_parameters() if name.startswith(prefix)]
 
 
 def biases(module: nn.Module) -> list[torch.Tensor]:

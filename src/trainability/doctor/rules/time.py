@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import math
 
-from torch import nn
-
 from trainability import adapters
 from trainability.doctor.report import Finding
 from trainability.doctor.rules.evidence import Evidence, span
@@ -45,15 +43,14 @@ def _base(kind: str) -> str:
 def _forget_bias(module: object) -> float:
     """The mean forget-gate bias of an LSTM, both of PyTorch's biases counted (``nan`` when the
     module is not an LSTM)."""
-    if isinstance(module, (nn.LSTM, nn.LSTMCell)):
-        blocks = [p[p.shape[0] // 4 : p.shape[0] // 2] for n, p in module.named_parameters() if n.startswith("bias_ih")]
-        blocks = [b + h[h.shape[0] // 4 : h.shape[0] // 2] for b, h in
-                  zip(blocks, [p for n, p in module.named_parameters() if n.startswith("bias_hh")], strict=True)]  # fmt: skip
-    else:
-        blocks = adapters.forget_gate_bias(module) if module is not None else []  # type: ignore[arg-type]
-    if not blocks:
+    if module is None or not (inputs := adapters.forget_gate_bias(module)):  # type: ignore[arg-type]
         return math.nan
-    return sum(float(v.detach().float().sum()) for v in blocks) / sum(v.numel() for v in blocks)
+
+    def mean(views: list) -> float:
+        return sum(float(v.detach().float().sum()) for v in views) / sum(v.numel() for v in views)
+
+    hidden = adapters.forget_gate_bias(module, hidden=True)  # type: ignore[arg-type]
+    return mean(inputs) + (mean(hidden) if hidden else 0.0)
 
 
 def gradient_through_time(ev: Evidence) -> list[Finding]:
@@ -74,9 +71,9 @@ def gradient_through_time(ev: Evidence) -> list[Finding]:
         worst = min(vanishing, key=lambda v: v[1])
         names = [t.name for t, _, _ in vanishing]
         plain = [t.name for t, _, _ in vanishing if _base(t.type) in ("RNN", "RNNCell", "SimpleRNN", "SimpleRNNCell")]
-        lstm = [t for t, _, _ in vanishing if _base(t.type) in ("LSTM", "LSTMCell")]
-        biased = [t.name for t in lstm if _forget_bias(modules.get((t.parts or (t.name,))[0])) >= 0.5]  # already about 1
-        lstm = [t.name for t in lstm]
+        lstm = [t.name for t, _, _ in vanishing if _base(t.type) in ("LSTM", "LSTMCell")]
+        biased = [t.name for t, _, _ in vanishing if t.name in lstm
+                  and _forget_bias(modules.get((t.parts or (t.name,))[0])) >= 0.5]  # already about 1  # fmt: skip
         fix = []
         if plain:
             fix.append(f"use an LSTM or GRU layer instead of the plain RNN {span(plain)}")
