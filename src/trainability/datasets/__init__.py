@@ -96,14 +96,9 @@ def load(
     name = os.fspath(name_or_path)
     display, arrays, default_validation = _arrays(name, seed, target, data_dir, download)
     classes = arrays.pop("classes", None)
-    try:
-        return make_splits(display, arrays.pop("x"), arrays.pop("y"), **{k: v for k, v in arrays.items() if v is not None},
-                           test=test, validation=default_validation if validation is None else validation, seed=seed,
-                           standardize=standardize, classes=classes)  # fmt: skip
-    except ValueError as exc:
-        if display != name and str(exc).startswith(f"{display}: "):  # a file: named by its path, not its stem
-            raise ValueError(f"{name}: {str(exc)[len(display) + 2:]}") from None
-        raise
+    return make_splits(display, arrays.pop("x"), arrays.pop("y"), **{k: v for k, v in arrays.items() if v is not None},
+                       test=test, validation=default_validation if validation is None else validation, seed=seed,
+                       standardize=standardize, classes=classes, source=name)  # fmt: skip
 
 
 __all__ = ["Split", "Splits", "load", "names"]

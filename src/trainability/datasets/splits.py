@@ -136,18 +136,22 @@ def make_splits(
     seed: int = 0,
     standardize: bool = True,
     classes: tuple[str, ...] | None = None,
+    source: str | None = None,
 ) -> Splits:
     """Split what is not given (test first, then validation out of the rest), standardize with the
-    training split's statistics, and return tensors."""
+    training split's statistics, and return tensors. Errors name ``source`` (a file's path; by
+    default ``name``)."""
     x = np.asarray(x)
     y = np.asarray(y)
+    label = source or name
     if len(x) == 0:
-        raise ValueError(f"{name} holds no samples")
+        raise ValueError(f"{label} holds no samples")
     given = [t for t in (y, y_test, y_val) if t is not None]
     for t in given:
-        if np.issubdtype(np.asarray(t).dtype, np.number) and not np.isfinite(np.asarray(t, dtype=np.float64)).all():
+        if np.issubdtype(np.asarray(t).dtype, np.number):
             bad = int((~np.isfinite(np.asarray(t, dtype=np.float64))).sum())
-            raise ValueError(f"{name}: {bad} target(s) are NaN or infinite; drop or impute those samples first")
+            if bad:
+                raise ValueError(f"{label}: {bad} target(s) are NaN or infinite; drop or impute those samples first")
     if classes is None:
         every = np.concatenate([np.ravel(t) for t in given])
         if is_classes(every, allow_negative=True) and every.min() < 0:
@@ -158,9 +162,9 @@ def make_splits(
     try:
         return _make_splits(name, x, y, x_test, y_test, x_val, y_val, test, validation, seed, standardize, classes)
     except ValueError as exc:
-        if name in str(exc):
+        if label in str(exc):
             raise
-        raise ValueError(f"{name}: {exc}") from exc
+        raise ValueError(f"{label}: {exc}") from exc
 
 
 def _make_splits(name: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray | None, y_test: np.ndarray | None,
@@ -174,7 +178,7 @@ def _make_splits(name: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray | N
         x, y, x_val, y_val = x[keep], y[keep], x[held], y[held]
     arrays = [np.asarray(a, dtype=np.float32).reshape(len(a), -1) for a in (x, x_val, x_test)]
     if not all(a.shape[1] == arrays[0].shape[1] for a in arrays):
-        raise ValueError(f"{name}: the splits have different numbers of features: {[a.shape[1] for a in arrays]}")
+        raise ValueError(f"the splits have different numbers of features: {[a.shape[1] for a in arrays]}")
     mean = std = None
     if standardize:
         mean, std = arrays[0].mean(axis=0), arrays[0].std(axis=0)
