@@ -13,12 +13,7 @@ X = torch.randn(128, 100)
 Y = torch.randint(0, 10, (128,))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def beyond(model, x=X):

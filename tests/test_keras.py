@@ -42,14 +42,10 @@ TORCH_ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "s
 
 
 @pytest.fixture(autouse=True)
-def _keras_seed_and_one_thread():
+def _keras_seed_and_one_thread(one_thread):
     """Seeded Keras; tiny models on one thread (two threads thrash on a busy machine: 30 s for a
     fit that takes 0.5 s on one)."""
     keras.utils.set_random_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def torch_twin(model) -> nn.Sequential:

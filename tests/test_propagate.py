@@ -11,13 +11,7 @@ from trainability.cli import main
 WIDTH, DEPTH, SEEDS = 512, 30, 5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # many small ops: a second intra-op thread contending with other processes made them 20x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # (activation, bias variance, weight variances): ordered, critical and chaotic pairings. GELU at

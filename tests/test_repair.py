@@ -39,12 +39,7 @@ def digits():
     return datasets.load("digits")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _broken_relu(depth: int = 12, width: int = 32, inputs: int = 64, outputs: int = 10) -> nn.Sequential:

@@ -11,13 +11,7 @@ import torch
 import trainability
 from trainability.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_repair_command_writes_the_page(tmp_path, capsys):
