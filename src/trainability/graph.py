@@ -281,11 +281,17 @@ def _fx_links(model: nn.Module) -> dict[str, Link]:
     return links
 
 
-def _probe_leaves(model: nn.Module, example: Any) -> list[tuple[str, nn.Module]]:
-    order: list[tuple[str, nn.Module]] = []
+def probe_calls(model: nn.Module, example: Any) -> list[tuple[str, nn.Module, int]]:
+    """``(name, module, output rank)`` for every call of a module a capture watches, in execution
+    order, from one eval-mode, no-grad pass on ``example`` (rank 0 for a non-tensor output)."""
+    calls: list[tuple[str, nn.Module, int]] = []
 
     def hook(name: str, module: nn.Module):  # noqa: ANN202
-        return lambda *_: order.append((name, module))
+        def record(_module: nn.Module, _args: Any, output: Any) -> None:
+            out = first_tensor(output)
+            calls.append((name, module, out.dim() if out is not None else 0))
+
+        return record
 
     handles = [m.register_forward_hook(hook(n, m)) for n, m, _ in hooked_modules(model)]
     try:
@@ -294,7 +300,7 @@ def _probe_leaves(model: nn.Module, example: Any) -> list[tuple[str, nn.Module]]
     finally:
         for h in handles:
             h.remove()
-    return order
+    return calls
 
 
 def example_input(model: nn.Module, batch: int = 2) -> Any:
@@ -333,7 +339,7 @@ def find_consumers(
         pass
     if order is None:
         try:
-            order = _probe_leaves(model, example if example is not None else example_input(model))
+            order = [(n, m) for n, m, _ in probe_calls(model, example if example is not None else example_input(model))]
         except Exception as exc:
             raise ValueError(
                 f"could not trace {type(model).__name__} with torch.fx and a probe forward pass "

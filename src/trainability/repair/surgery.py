@@ -18,15 +18,14 @@ import torch
 from torch import nn
 
 from trainability import adapters
-from trainability.batches import Batch
 from trainability.graph import (
     activation_of,
     block_groups,
-    evaluating,
     hooked_modules,
     is_norm,
     is_transparent,
     is_weight_layer,
+    probe_calls,
     skip_connections,
 )
 
@@ -71,23 +70,10 @@ def trace(model: nn.Module, sample: Any) -> Structure:
     watched = hooked_modules(model)
     order: list[str] = []
     ranks: dict[str, int] = {}
-
-    def hook(name: str):  # noqa: ANN202
-        def record(_module: nn.Module, _args: Any, output: Any) -> None:
-            if name not in ranks:
-                order.append(name)
-                out = output[0] if isinstance(output, (tuple, list)) and output else output
-                ranks[name] = out.dim() if isinstance(out, torch.Tensor) else 0
-
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m, _ in watched]
-    try:
-        with evaluating(model), torch.no_grad():
-            Batch.of(sample)(model)
-    finally:
-        for h in handles:
-            h.remove()
+    for name, _, rank in probe_calls(model, sample):
+        if name not in ranks:
+            order.append(name)
+            ranks[name] = rank
     modules = {n: m for n, m, _ in watched}
     after: dict[str, str | None] = {}
     for i, name in enumerate(order):
