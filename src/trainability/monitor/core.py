@@ -35,10 +35,10 @@ from torch import nn
 
 from trainability import adapters
 from trainability.batches import Batch, model_loss
-from trainability.doctor import diagnose, layer_stats, rules
+from trainability.doctor import diagnose, layer_stats, rules, stream_stats
 from trainability.doctor.capture import Capture
 from trainability.doctor.records import Finding, LayerStats
-from trainability.graph import find_consumers, hooked_modules
+from trainability.graph import block_groups, find_consumers, hooked_modules
 
 DEFAULT_EVERY = 100
 #: A layer's weight-gradient norm this many times its median over earlier recordings: explosion.
@@ -105,7 +105,9 @@ class Monitor:
                 consumers = {n: (None if link.normalized else link.activation) for n, link in self._links.items()}
             except ValueError:  # no forward to trace (a LightningModule, say): every leaf module
                 pass
-        self._capture = Capture(model, names=self.layers, precise=False, training_only=True, consumers=consumers)
+        # residual blocks watched as diagnose watches them: gradient flow is judged along the stream
+        self._capture = Capture(model, names=self.layers, precise=False, training_only=True, consumers=consumers,
+                                blocks=block_groups(model))
         self._handle = model.register_forward_pre_hook(self._arm, with_kwargs=True)
 
     # -- when ---------------------------------------------------------------------------------
@@ -177,7 +179,7 @@ class Monitor:
         evidence = rules.Evidence(
             layers=stats, weight_var={}, order=capture.order, links=self._links or {},
             numel={r.name: r.numel for r in capture.records.values()}, grad_finite={}, inputs_of={},
-            loss=0.0, batch_size=2**20,
+            loss=0.0, batch_size=2**20, blocks=stream_stats(capture), block_modules=capture.residual_blocks(),
         )  # fmt: skip
         found = rules.gradient_flow(evidence) + rules.unit_health(evidence)
         exploding = []
