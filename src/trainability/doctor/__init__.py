@@ -78,11 +78,11 @@ def layer_stats(record: Record, links: dict, numel: int) -> list[LayerStats]:
     return rows
 
 
-def stream_stats(capture: Capture) -> list[BlockStats]:
+def block_stats(capture: Capture) -> list[BlockStats]:
     """The residual stream, block by block (empty for a network without residual blocks), from a
     capture built with ``blocks=graph.block_groups(model)``; the doctor and the Monitor judge
     gradient flow along it."""
-    modules = dict(capture.model.named_modules())
+    modules = dict(adapters.view(capture.model).model.named_modules())  # a DDP-wrapped model: its own names
     return [BlockStats(name, type(modules[name.removesuffix(":output")]).__name__, e.get("mean", math.nan),
                        e.get("std", math.nan), e.get("grad_rms"), e.get("unit_grad_rms"), e.get("shape"))
             for name, e in capture.stream_points()]  # fmt: skip
@@ -204,7 +204,7 @@ def diagnose(
         skips = skip_connections(model)
         if skips is None:  # untraceable: a module output consumed twice is a branch
             skips = [n for n in capture.records if capture.consumers(n) > 1]
-        stream, time = stream_stats(capture), _time(capture, model)
+        stream, time = block_stats(capture), _time(capture, model)
         out = output_tensor(output)
         integer = targets if targets is not None else batch.kwargs.get("labels") if own is not None else None
         classes = int(out.shape[-1]) if (isinstance(integer, torch.Tensor) and not integer.is_floating_point()

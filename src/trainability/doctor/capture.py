@@ -144,7 +144,7 @@ class Capture:
                     self._leaves.append((name, module, role, consumers.get(name), weights))
             else:
                 self._leaves.append((name, module, role, graph.activation_of(module) if role == "activation" else None, weights))
-        modules = dict(model.named_modules())
+        modules = dict(adapters.view(model).model.named_modules())  # block names are the unwrapped model's
         self._groups = [[(n, modules[n]) for n in group] for group in (blocks or [])]
         self._time = time
         self._handles: list[Any] = []

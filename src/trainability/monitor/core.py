@@ -35,7 +35,7 @@ from torch import nn
 
 from trainability import adapters
 from trainability.batches import Batch, model_loss
-from trainability.doctor import diagnose, layer_stats, rules, stream_stats
+from trainability.doctor import block_stats, diagnose, layer_stats, rules
 from trainability.doctor.capture import Capture
 from trainability.doctor.records import Finding, LayerStats
 from trainability.graph import block_groups, find_consumers, hooked_modules
@@ -179,7 +179,7 @@ class Monitor:
         evidence = rules.Evidence(
             layers=stats, weight_var={}, order=capture.order, links=self._links or {},
             numel={r.name: r.numel for r in capture.records.values()}, grad_finite={}, inputs_of={},
-            loss=0.0, batch_size=2**20, blocks=stream_stats(capture), block_modules=capture.residual_blocks(),
+            loss=0.0, batch_size=2**20, blocks=block_stats(capture), block_modules=capture.residual_blocks(),
         )  # fmt: skip
         found = rules.gradient_flow(evidence) + rules.unit_health(evidence)
         exploding = []
