@@ -1,0 +1,161 @@
+"""The Monitor in Hugging Face's ``transformers.Trainer``:
+``Trainer(model, args, train_dataset=data, callbacks=[TrainabilityCallback()])``.
+
+Needs the optional extra: ``pip install 'trainability[huggingface]'``. Findings are printed as
+they appear, on the world's process zero only, and kept on ``callback.monitor.findings``.
+
+**Which event, and what that means for the numbers.** A Trainer step runs forward and backward
+on each micro-batch (gradient accumulation; under DDP the all-reduce comes with the last
+backward), clips the gradients to ``max_grad_norm``, calls ``on_pre_optimizer_step``, steps the
+optimizer, calls ``on_optimizer_step``, zeroes the gradients, calls ``on_step_end`` and logs.
+The callback closes the Monitor's step in ``on_pre_optimizer_step``: the last event where the
+gradients exist and the weights are still those the gradients were computed for
+(``on_step_end`` comes after ``zero_grad``). So a layer's weight-gradient norm is the gradient
+the optimizer uses: summed over micro-batches, averaged over ranks, and *clipped* (together at
+most ``max_grad_norm``, 1.0 by default; the Trainer's own ``grad_norm`` log is the norm before
+clipping). The gradients reaching each layer's output are read by hooks during backward, before
+clipping. The Monitor's step ``s`` is the optimizer step that takes ``state.global_step`` from
+``s`` to ``s + 1``; its log entry carries ``"step": s + 1``, as the Trainer's own logs do.
+
+**Where the numbers go.** ``Trainer.log`` appends a copy of a log to ``state.log_history`` and
+then calls ``on_log`` on its callbacks in order, and the ``report_to`` integrations (TensorBoard,
+W&B, MLflow, ...) come before the callbacks passed to the Trainer: editing ``logs`` in a user
+callback's ``on_log`` reaches neither. So, at ``on_train_begin``, the callback moves itself to the
+front of the Trainer's callback list (that of the ``CallbackHandler`` calling it); its ``on_log``
+then runs before every integration, adds ``trainability/<figure>`` and
+``trainability/finding/<kind>`` numbers to ``logs`` (what the integrations receive) and the same,
+with the findings as dicts under ``trainability/findings``, to the entry just appended to
+``state.log_history``. At ``on_step_end`` of each step it recorded or found something at, it
+sets ``control.should_log`` so that the Trainer logs that very step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+try:
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+    from transformers.trainer_callback import CallbackHandler
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("trainability.integrations.huggingface needs transformers: pip install 'trainability[huggingface]'") from exc
+
+from trainability.batches import model_loss
+from trainability.integrations._shared import PREFIX, describe, figures, log_entries
+from trainability.monitor import DEFAULT_EVERY, Monitor, Schedule, make_schedule
+
+
+class TrainabilityCallback(TrainerCallback):
+    """Run a :class:`~trainability.Monitor` on the Trainer's model.
+
+    ``every=None`` records the steps the Trainer logs (``logging_steps``); ``every=N`` records
+    the first step and each step after which ``global_step`` is a multiple of ``N``; ``"log"``
+    or a callable ``step -> bool`` are taken as the Monitor takes them. ``layers`` limits the
+    Monitor to those modules; ``verbose=False`` prints nothing."""
+
+    def __init__(self, *, every: Schedule | None = None, layers: list[str] | None = None, verbose: bool = True) -> None:
+        if every is not None:
+            make_schedule(every)  # a bad schedule fails here, not at the first step
+        self.every, self.layers, self.verbose = every, layers, verbose
+        self.monitor: Monitor | None = None
+        self._loss: torch.Tensor | None = None
+        self._loss_hook: Any = None
+        self._entries: dict[str, float] = {}
+        self._found: list[dict[str, Any]] = []
+
+    def _schedule(self, state: TrainerState, args: TrainingArguments) -> Schedule:
+        every = self.every
+        if every is None:
+            every = state.logging_steps if args.logging_strategy == "steps" and state.logging_steps else DEFAULT_EVERY
+        if isinstance(every, int) and not isinstance(every, bool):
+            n = int(every)
+            return lambda step: step == 0 or (step + 1) % n == 0
+        return every
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       model: nn.Module | None = None, **kwargs: Any) -> None:  # fmt: skip
+        if model is None:
+            raise ValueError("TrainabilityCallback needs the Trainer's model: the Trainer passes it to on_train_begin")
+        if not _go_first(self):
+            warnings.warn(
+                "TrainabilityCallback could not move ahead of the Trainer's report_to integrations: its figures "
+                "and findings reach trainer.state.log_history but not the integrations",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.monitor = Monitor(model, every=self._schedule(state, args), layers=self.layers)
+        self.monitor.steps_done = state.global_step  # resumed from a checkpoint: the Trainer's count goes on
+        self._loss_hook = model.register_forward_hook(self._keep_loss)
+
+    def _keep_loss(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        """The loss the model computed itself (``labels`` in the batch), on training passes: the
+        last micro-batch's, for the Monitor's check of a NaN/Inf loss."""
+        if module.training and torch.is_grad_enabled():
+            loss = model_loss(output)
+            if loss is not None:
+                self._loss = loss.detach()
+
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self.monitor is None:
+            return
+        before = len(self.monitor.rows)
+        new = self.monitor.step(self._loss)
+        self._loss = None
+        if len(self.monitor.rows) > before or new:
+            self._entries = log_entries(figures(self.monitor, before), new)
+            self._found += [f.to_dict() for f in new]
+        if self.verbose and state.is_world_process_zero:
+            for finding in new:
+                print(describe(finding), flush=True)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self._entries:
+            control.should_log = True  # the Trainer logs this step, with what it recorded
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:  # fmt: skip
+        if not self._entries or logs is None:
+            return
+        logs.update(self._entries)  # the report_to integrations run after this callback
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(self._entries)  # Trainer.log appended a copy of logs
+            if self._found:
+                state.log_history[-1][f"{PREFIX}findings"] = self._found
+        self._entries, self._found = {}, []
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self._loss_hook is not None:
+            self._loss_hook.remove()
+            self._loss_hook = None
+        if self.monitor is not None:
+            self.monitor.close()
+
+
+def _go_first(callback: TrainerCallback) -> bool:
+    """Move ``callback`` to the front of the callback list of the ``CallbackHandler`` that is
+    calling it (found up the call stack), so that its ``on_log`` runs before the ``report_to``
+    integrations'. The handler is iterating over that list: taking the callback out at index
+    ``i`` and putting it first leaves every later callback at its index, so the iteration goes
+    on with the next one, none skipped or called twice."""
+    frame = inspect.currentframe()
+    try:
+        caller = frame.f_back if frame is not None else None
+        for _ in range(8):
+            if caller is None:
+                break
+            handler = caller.f_locals.get("self")
+            if isinstance(handler, CallbackHandler) and any(cb is callback for cb in handler.callbacks):
+                handler.callbacks.remove(callback)
+                handler.callbacks.insert(0, callback)
+                return True
+            caller = caller.f_back
+        return False
+    finally:
+        del frame
+
+
+__all__ = ["TrainabilityCallback"]
