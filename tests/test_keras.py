@@ -5,6 +5,7 @@ own ``fit`` and ``save``."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -384,13 +385,33 @@ def test_monitor_callback_in_keras_fit():
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     callback = KerasCallback(every=4, verbose=False)
     x, y = (t.numpy() for t in data(256))
-    model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[callback])
+    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[callback])
     rows = callback.monitor.rows
     assert sorted({step for step, *_ in rows}) == [0, 4, 8, 12]
     dense = [layer.name for layer in model.layers]
     assert {layer for _, layer, *_ in rows} == set(dense)
     assert {layer for _, layer, stat, _ in rows if stat == "dead_fraction"} == set(dense[:-1])  # fused relu, pre-activation
     assert all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in model.layers)
+    # History holds each epoch's last figures (steps 4 and 12: 8 steps an epoch) and no finding
+    last = [r for r in rows if r[0] == 12 and r[2] == "weight_grad_norm"]
+    assert history.history["trainability/grad_norm"][1] == pytest.approx(math.sqrt(sum(r[3] ** 2 for r in last)))
+    assert history.history["trainability/findings"] == [0.0, 0.0] and not callback.monitor.findings
+
+
+def test_monitor_callback_in_keras_fit_reports_a_finding_once(capsys):
+    """N(0, 1) weights in a ReLU stack: the gradient explodes going down (the doctor's verdict at
+    step 0, by plain autograd in test_sick_models_get_the_findings_of_their_pytorch_twins)."""
+    model = stack("relu", keras.initializers.RandomNormal(0.0, 1.0), depth=6, width=32)
+    model.compile(optimizer=keras.optimizers.SGD(1e-4), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    seen: list[dict] = []
+    after = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(dict(logs)))
+    x, y = (t.numpy() for t in data(256))
+    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[KerasCallback(every=4), after])
+    out = capsys.readouterr().out
+    assert out.count("[trainability] exploding_gradients (warning): step 0: ") == 1 and out.count("[trainability]") == 1
+    assert history.history["trainability/findings"] == [1.0, 0.0]
+    assert seen[0]["trainability/finding/exploding_gradients"] == 1.0  # a callback after this one gets the step's numbers
+    assert [i for i, logs in enumerate(seen) if "trainability/grad_norm" in logs] == [0, 4, 8, 12]
 
 
 def test_monitor_watches_keras_layers_by_name():
