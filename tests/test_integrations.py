@@ -216,3 +216,32 @@ def test_a_ddp_wrapped_transformer_is_diagnosed_and_monitored_by_its_own_names(t
         assert "bert.encoder.layer.1.output.dense" in {layer for _, layer, *_ in monitor.rows}
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_training_again_after_a_run_that_raised_leaves_one_monitor_on_the_model(tmp_path):
+    import transformers
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from trainability.integrations.huggingface import TrainabilityCallback
+
+    class Interrupt(TrainerCallback):
+        armed = True
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.armed and state.global_step == 2:
+                self.armed = False
+                raise KeyboardInterrupt
+
+    transformers.logging.set_verbosity_error()
+    model = integration_runs.bert(layers=1)
+    hooks = lambda: sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())  # noqa: E731
+    before = hooks()
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, max_steps=4, report_to="none",
+                             use_cpu=True, disable_tqdm=True, save_strategy="no", logging_steps=2)  # fmt: skip
+    callback = TrainabilityCallback(every=1, verbose=False)
+    trainer = Trainer(model=model, args=args, train_dataset=integration_runs.Tokens(64), callbacks=[callback, Interrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    trainer.train()
+    assert callback.monitor.steps_done == 4 and hooks() == before

@@ -80,6 +80,7 @@ class TrainabilityCallback(TrainerCallback):
                        model: nn.Module | None = None, **kwargs: Any) -> None:  # fmt: skip
         if model is None:
             raise ValueError("TrainabilityCallback needs the Trainer's model: the Trainer passes it to on_train_begin")
+        self.on_train_end(args, state, control)  # a run that raised left its monitor behind
         if not _go_first(self):
             warnings.warn(
                 "TrainabilityCallback could not move ahead of the Trainer's report_to integrations: its figures "

@@ -57,6 +57,8 @@ def _callback_class(keras: Any) -> type:
             self._epoch_findings = 0
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            if self.monitor is not None:
+                self.monitor.close()  # a fit that raised left its monitor behind
             self.monitor = Monitor(self.model, every=self.every, layers=self.layers)
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:

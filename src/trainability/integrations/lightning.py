@@ -46,6 +46,8 @@ class TrainabilityCallback(pl.Callback):
         self._inputs: Any = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.monitor is not None:
+            self.monitor.close()  # a fit that raised left its monitor behind
         self.monitor = Monitor(pl_module, every=self.every, layers=self.layers)
         self.monitor.steps_done = trainer.global_step  # resumed from a checkpoint: Lightning's count goes on
 
