@@ -173,7 +173,8 @@ def test_lightning_ddp_on_two_cpu_processes(tmp_path):
     for f in rank0["findings"]:
         assert stdout.count(f"[trainability] {f['kind']} ({f['severity']}): {f['message']}\n") == 1
     assert finding_count(logged) == len(kinds) and {e["step"] for e in entries_with_findings(logged)} == {25}
-    assert sorted(e["step"] for e in logged if f"{PREFIX}grad_norm" in e) == rank0["recorded"] == list(range(0, 40, 5))
+    assert sorted(e["step"] for e in logged if f"{PREFIX}grad_norm" in e) == rank0["recorded"]  # each recorded step logged
+    assert set(range(0, 40, 5)) <= set(rank0["recorded"])
 
 
 # -- Accelerate --------------------------------------------------------------------------------------
