@@ -389,7 +389,7 @@ def test_monitor_callback_in_keras_fit():
     rows = callback.monitor.rows
     assert sorted({step for step, *_ in rows}) == [0, 4, 8, 12]
     dense = [layer.name for layer in model.layers]
-    assert {layer for _, layer, *_ in rows} == set(dense)
+    assert {layer for _, layer, *_ in rows} == set(dense) | {"(model)"}  # and the model's own rows: loss, output
     assert {layer for _, layer, stat, _ in rows if stat == "dead_fraction"} == set(dense[:-1])  # fused relu, pre-activation
     assert all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in model.layers)
     # History holds each epoch's last figures (steps 4 and 12: 8 steps an epoch) and no finding
@@ -421,7 +421,7 @@ def test_monitor_watches_keras_layers_by_name():
     with Monitor(model, every=1, layers=[first, f"{first}/activation"]) as monitor:
         nn.functional.cross_entropy(model(x, training=True), y).backward()
         monitor.step(0.0)
-    assert {layer for _, layer, *_ in monitor.rows} == {first, f"{first}/activation"}
+    assert {layer for _, layer, *_ in monitor.rows} == {first, f"{first}/activation", "(model)"}
     with pytest.raises(ValueError, match="layers not in the model: nope"):
         Monitor(model, layers=["nope"])
 
@@ -440,7 +440,8 @@ def test_monitor_in_a_torch_loop_finds_a_nan():
             if not torch.isfinite(loss):
                 break
     assert any(f.kind in ("non_finite", "exploding_gradients") for f in monitor.findings)
-    assert {layer for _, layer, *_ in monitor.rows} <= {layer.name for layer in model.layers}
+    assert any(f.kind == "learning_rate_too_high" for f in monitor.findings)  # at lr 1e6: the cause, named
+    assert {layer for _, layer, *_ in monitor.rows} <= {layer.name for layer in model.layers} | {"(model)"}
 
 
 # -- the doctor command, imports and errors ------------------------------------------------------

@@ -92,13 +92,20 @@ def join(name: str, part: str) -> str:
 class Attention:
     """Where an attention layer's query and key come from: ``q`` and ``k`` are weights (blocks of
     one packed projection or two projections); ``q_module``/``k_module`` the modules applying
-    them, which see the attention's input."""
+    them, which see the attention's input. ``head_dim`` is the size of one head (the logits are
+    ``q.k / sqrt(head_dim)`` per head; fewer key heads than query heads share keys, as in
+    grouped-query attention), ``None`` where the model does not say. ``q_norm``/``k_norm`` name
+    the modules that normalize queries and keys after their projection (qk-layernorm: OLMo 2,
+    Qwen3, Gemma 3), whose outputs are what the dot product sees."""
 
     name: str
     q: Weight
     k: Weight
     q_module: str
     k_module: str
+    head_dim: int | None = None
+    q_norm: str | None = None
+    k_norm: str | None = None
 
 
 

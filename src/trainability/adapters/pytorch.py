@@ -307,16 +307,40 @@ QK_PAIRS = (("query", "key"), ("q_proj", "k_proj"), ("q", "k"), ("q_lin", "k_lin
 
 
 
+#: Sibling names of the normalizations of queries and keys (qk-layernorm).
+QK_NORMS = (("q_norm", "k_norm"), ("query_norm", "key_norm"), ("q_layernorm", "k_layernorm"), ("q_ln", "k_ln"))
+#: Attributes that give an attention module's head size, or its number of heads.
+HEAD_DIM_ATTRIBUTES = ("head_dim", "attention_head_size", "d_head", "dim_head")
+HEADS_ATTRIBUTES = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads")
+
+
+def head_dim(modules: list[nn.Module], width: int) -> int | None:
+    """The size of one attention head, read off the first of ``modules`` that says it (its head
+    size, its number of heads for a projection ``width`` wide, or its ``config``)."""
+    for module in modules:
+        for attribute in HEAD_DIM_ATTRIBUTES:
+            value = getattr(module, attribute, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        config = getattr(module, "config", None)
+        for source in (module, config):
+            for attribute in (*HEADS_ATTRIBUTES, "num_attention_heads"):
+                heads = getattr(source, attribute, None)
+                if isinstance(heads, int) and heads > 0 and width % heads == 0:
+                    return width // heads
+    return None
+
+
 def attention_layers(model: nn.Module) -> list[Attention]:
     """The attention layers of a model whose query/key projections can be found:
     ``nn.MultiheadAttention``, packed q/k/v projections (:data:`PACKED_QKV`, output size three
-    times the input) and sibling q/k projections (:data:`QK_PAIRS`)."""
+    times the input) and sibling q/k projections (:data:`QK_PAIRS`), each with its head size."""
     found: list[Attention] = []
     modules = dict(model.named_modules())
     for name, module, ws in weight_modules(model):
         if isinstance(module, nn.MultiheadAttention):
             q, k = ws[0], ws[1]
-            found.append(Attention(name, q, k, name, name))
+            found.append(Attention(name, q, k, name, name, module.head_dim))
             continue
         leaf = name.rsplit(".", 1)[-1].lower()
         if len(ws) == 1 and ws[0].role == "dense" and leaf in PACKED_QKV:
@@ -326,7 +350,8 @@ def attention_layers(model: nn.Module) -> list[Attention]:
                 e = fan_in
                 q = Weight(join(name, "q"), name, module, w.parameter, "attention_q", (e, e), rows=(0, e), transposed=w.transposed)
                 k = Weight(join(name, "k"), name, module, w.parameter, "attention_k", (e, e), rows=(e, 2 * e), transposed=w.transposed)
-                found.append(Attention(name, q, k, name, name))
+                parent = modules.get(name.rsplit(".", 1)[0] if "." in name else "")
+                found.append(Attention(name, q, k, name, name, head_dim([m for m in (module, parent) if m is not None], e)))
     for parent_name, parent in modules.items():
         children = {n.lower(): (n, m) for n, m in parent.named_children()}
         for q_name, k_name in QK_PAIRS:
@@ -335,10 +360,11 @@ def attention_layers(model: nn.Module) -> list[Attention]:
                 qw, kw = module_weights(qn, qm), module_weights(kn, km)
                 if len(qw) == 1 and len(kw) == 1 and qw[0].role == "dense" and kw[0].role == "dense":
                     prefix = f"{parent_name}." if parent_name else ""
-                    found.append(Attention(parent_name, qw[0], kw[0], prefix + qn, prefix + kn))
+                    norms = next(((children[a][0], children[b][0]) for a, b in QK_NORMS if a in children and b in children), None)
+                    found.append(Attention(parent_name, qw[0], kw[0], prefix + qn, prefix + kn,
+                                           head_dim([parent, model], qw[0].fans[1]),
+                                           *((prefix + norms[0], prefix + norms[1]) if norms else (None, None))))  # fmt: skip
     return found
-
-
 
 
 # -- the framework's calling conventions (a torch model needs none) ----------------------------------
