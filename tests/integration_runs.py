@@ -99,6 +99,7 @@ def hf_run(out: Path, broken: bool, *, every: int = 1) -> dict[str, Any]:
         "received": received,
         "findings": [f.to_dict() for f in callback.monitor.findings],
         "recorded": sorted({step for step, *_ in callback.monitor.rows}),
+        "optimizer": callback.monitor.optimizer.name,  # what the Monitor reads: the Trainer's, unwrapped
     }
 
 
@@ -158,7 +159,7 @@ def accelerate_run(out: Path, broken: bool, mixed_precision: str = "no") -> dict
     optimizer = torch.optim.AdamW(model.parameters(), lr=BROKEN_LR if broken else HEALTHY_LR)
     loader = torch.utils.data.DataLoader(Tokens(), batch_size=16)
     prepared, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    with Monitor(prepared, every=1) as monitor:
+    with Monitor(prepared, optimizer, every=1) as monitor:
         for step, batch in enumerate(loader):
             output = prepared(**batch)
             accelerator.backward(output.loss)
@@ -172,6 +173,7 @@ def accelerate_run(out: Path, broken: bool, mixed_precision: str = "no") -> dict
         "world_size": accelerator.num_processes,
         "wrapper": type(prepared).__name__,
         "forward_replaced": "forward" in vars(model),  # mixed precision: accelerate's autocast around forward
+        "optimizer": [type(optimizer).__name__, monitor.optimizer.name],
         "findings": [f.to_dict() for f in monitor.findings],
         "layers": sorted({layer for _, layer, *_ in monitor.rows}),
     }

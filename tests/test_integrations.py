@@ -84,15 +84,15 @@ def losses(run: dict[str, Any]) -> list[float]:
 
 
 def assert_reported_once(run: dict[str, Any], stdout: str) -> None:
-    """Every finding is in the Trainer's log history at its step (the step after it, in the
-    Trainer's count), in what the report_to integration received, and printed once."""
+    """Every finding is in the Trainer's log history, in the entry of the step the Monitor raised
+    it at (its own step or later: a loss spike is judged after the steps that follow it), in what
+    the report_to integration received, and printed once."""
     findings, history = run["findings"], run["log_history"]
     assert findings
     assert finding_count(history) == finding_count(run["received"]) == len(findings)
-    by_step = {e["step"]: e for e in history if f"{PREFIX}findings" in e}
     for f in findings:
-        entry = by_step[f["step"] + 1]
-        assert f in entry[f"{PREFIX}findings"] and entry[f"{FINDING}{f['kind']}"] >= 1
+        (entry,) = [e for e in history if f in e.get(f"{PREFIX}findings", [])]
+        assert entry[f"{FINDING}{f['kind']}"] >= 1 and entry["step"] >= f["step"] + 1
         assert stdout.count(f"[trainability] {f['kind']} ({f['severity']}): {f['message']}\n") == 1
     assert len(printed(stdout)) == len(findings)
     for got in entries_with_findings(run["received"]):  # what report_to got is what the history holds
@@ -107,7 +107,8 @@ def test_trainer_run_with_too_high_a_learning_rate_surfaces_findings_once(tmp_pa
     stdout = capsys.readouterr().out
     loss = losses(run)
     assert max(loss[1:]) > 3 * loss[0]  # independent label: the loss climbs instead of falling
-    assert "saturated_units" in {f["kind"] for f in run["findings"]}
+    assert "learning_rate_too_high" in {f["kind"] for f in run["findings"]}
+    assert run["optimizer"] == "AdamW"  # the Trainer's AcceleratedOptimizer, unwrapped
     assert_reported_once(run, stdout)
     assert run["recorded"] == list(range(STEPS))
     recorded = [e for e in run["log_history"] if f"{PREFIX}grad_norm" in e]
@@ -134,7 +135,9 @@ def test_trainer_run_on_two_processes_with_gloo(tmp_path):
     assert [r["world_size"] for r in runs] == [2, 2] and {r["wrapper"] for r in runs} == {"DistributedDataParallel"}
     assert_reported_once(runs[0], stdouts[0])
     assert printed(stdouts[1]) == [] and runs[1]["received"] == []  # rank 1 prints nothing, reports nothing
-    assert [f["kind"] for f in runs[1]["findings"]] == [f["kind"] for f in runs[0]["findings"]]
+    # the cause, read off the weights' updates (equal on both ranks); findings from activation
+    # statistics may differ between ranks until the Monitor combines them across ranks
+    assert all("learning_rate_too_high" in {f["kind"] for f in r["findings"]} for r in runs)
     assert finding_count(runs[1]["log_history"]) == len(runs[1]["findings"])
 
 
@@ -167,12 +170,13 @@ def test_lightning_ddp_on_two_cpu_processes(tmp_path):
     rank0, rank1 = runs
     assert rank0["world_size"] == rank1["world_size"] == 2
     kinds = [f["kind"] for f in rank0["findings"]]
-    assert "exploding_gradients" in kinds and {f["step"] for f in rank0["findings"]} == {25}
-    assert [f["kind"] for f in rank1["findings"]] == kinds
+    assert "exploding_gradients" in kinds and min(f["step"] for f in rank0["findings"]) >= 22  # blown up at batch 22
+    assert "exploding_gradients" in [f["kind"] for f in rank1["findings"]]
     assert len(printed(stdout)) == len(kinds)  # both ranks write to this stdout: rank 0 alone printed
     for f in rank0["findings"]:
         assert stdout.count(f"[trainability] {f['kind']} ({f['severity']}): {f['message']}\n") == 1
-    assert finding_count(logged) == len(kinds) and {e["step"] for e in entries_with_findings(logged)} == {25}
+        assert any(e.get(f"{FINDING}{f['kind']}") and e["step"] >= f["step"] for e in logged)
+    assert finding_count(logged) == len(kinds)
     assert sorted(e["step"] for e in logged if f"{PREFIX}grad_norm" in e) == rank0["recorded"]  # each recorded step logged
     assert set(range(0, 40, 5)) <= set(rank0["recorded"])
 
@@ -182,6 +186,7 @@ def test_lightning_ddp_on_two_cpu_processes(tmp_path):
 def test_model_prepared_by_accelerate_in_bf16_is_monitored(tmp_path):
     run = integration_runs.accelerate_run(tmp_path, broken=False, mixed_precision="bf16")
     assert run["forward_replaced"] and run["wrapper"] == "BertForSequenceClassification"
+    assert run["optimizer"] == ["AcceleratedOptimizer", "AdamW"]
     assert "bert.encoder.layer.1.output.dense" in run["layers"]
     assert run["findings"] == []
 
@@ -192,7 +197,7 @@ def test_model_prepared_by_accelerate_on_two_processes_is_unwrapped_and_monitore
     for run in runs:
         assert "bert.encoder.layer.1.output.dense" in run["layers"]  # the model's own names, not DDP's module.*
         assert not any(layer.startswith("module.") for layer in run["layers"])
-        assert "saturated_units" in {f["kind"] for f in run["findings"]}
+        assert "learning_rate_too_high" in {f["kind"] for f in run["findings"]}
 
 
 def test_a_ddp_wrapped_transformer_is_diagnosed_and_monitored_by_its_own_names(tmp_path):

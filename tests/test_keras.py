@@ -396,6 +396,7 @@ def test_monitor_callback_in_keras_fit():
     last = [r for r in rows if r[0] == 12 and r[2] == "weight_grad_norm"]
     assert history.history["trainability/grad_norm"][1] == pytest.approx(math.sqrt(sum(r[3] ** 2 for r in last)))
     assert history.history["trainability/findings"] == [0.0, 0.0] and not callback.monitor.findings
+    assert callback.monitor.optimizer.lr() == pytest.approx(0.05)  # the Keras optimizer: its rate is read
 
 
 def test_monitor_callback_in_keras_fit_reports_a_finding_once(capsys):

@@ -38,6 +38,7 @@ def test_callback_records_and_finds_explosion():
     module = Classifier(blow_up_at=22)
     trainer.fit(module, loader)
     monitor = callback.monitor
+    assert monitor.optimizer.name == "SGD" and monitor.optimizer.lr() == 1e-4  # the Trainer's optimizer
     assert set(range(0, 40, 5)) <= set(monitor.records_steps())  # and every step for a while after the spike at 22
     assert {r[1] for r in monitor.rows} >= {"net.0", "net.1", "net.8"}
     exploding = [f for f in monitor.findings if f.kind == "exploding_gradients"]

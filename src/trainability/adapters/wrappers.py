@@ -5,7 +5,9 @@
 returns one of these (or the model itself with its ``forward`` wrapped for mixed precision, which
 hooks see through). FSDP2's ``fully_shard`` wraps nothing: it changes the module's class in place
 and turns its parameters into ``DTensor`` shards, so the model is its own unwrapped self, marked
-``sharded``.
+``sharded``. Optimizers are wrapped too: Accelerate's ``prepare`` returns an
+``AcceleratedOptimizer`` and Lightning hands a ``LightningOptimizer`` to the module; each keeps the
+torch optimizer it steps as ``.optimizer`` (:func:`unwrap_optimizer`).
 
 >>> from torch import nn
 >>> unwrap(nn.Linear(2, 2))
@@ -50,6 +52,19 @@ def unwrap(model: Any) -> tuple[Any, str | None]:
     return model, kind
 
 
+#: Optimizer wrapper classes (by name, so that neither library is imported) whose ``optimizer``
+#: attribute is the optimizer they step.
+OPTIMIZER_WRAPPERS = ("AcceleratedOptimizer", "LightningOptimizer")
+
+
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The optimizer inside Accelerate's and Lightning's wrappers (whose class name is not the
+    algorithm's, and whose state is the inner one's); anything else as it is."""
+    while type(optimizer).__name__ in OPTIMIZER_WRAPPERS and getattr(optimizer, "optimizer", None) is not None:
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
 def is_fully_sharded(model: Any) -> bool:
     """Whether FSDP2's ``fully_shard`` was applied to the model or any of its submodules (its
     parameters are then ``DTensor`` shards)."""
@@ -58,4 +73,4 @@ def is_fully_sharded(model: Any) -> bool:
     return any(any(c.__name__ == "FSDPModule" for c in type(m).__mro__) for m in model.modules())
 
 
-__all__ = ["MODULE_WRAPPERS", "is_fully_sharded", "unwrap"]
+__all__ = ["MODULE_WRAPPERS", "OPTIMIZER_WRAPPERS", "is_fully_sharded", "unwrap", "unwrap_optimizer"]

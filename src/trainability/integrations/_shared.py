@@ -1,9 +1,10 @@
 """What every callback does with the Monitor's results: the same log entries (numbers only,
 which every logger takes) and the same printed lines, whatever the framework.
 
-A log entry holds ``trainability/<figure>`` for each of the Monitor's figures of the last
-recorded step and ``trainability/finding/<kind>``: how many findings of that kind were first
-seen at the step. The findings themselves (message, layers, fix) are printed once and kept on
+A log entry holds ``trainability/<figure>`` for each of the Monitor's figures of the step it
+recorded and ``trainability/finding/<kind>``: how many findings of that kind the Monitor raised at
+the step (a finding's own ``step`` can be earlier: a loss spike is judged once the steps after it
+are seen). The findings themselves (message, layers, fix) are printed once and kept on
 ``monitor.findings``; where a log can hold more than numbers (the Hugging Face Trainer's
 ``log_history``), they go there as dicts too.
 
@@ -15,7 +16,6 @@ seen at the step. The findings themselves (message, layers, fix) are printed onc
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 from trainability.doctor.records import Finding
@@ -38,25 +38,14 @@ def describe(finding: Finding) -> str:
     return f"[trainability] {finding.kind} ({finding.severity}): {finding.message}\n    fix: {finding.fix}"
 
 
-def figures(monitor: Monitor, since: int) -> dict[str, float]:
-    """Summary scalars of the rows the Monitor recorded from row ``since`` on (one recorded
-    step): the global weight-gradient norm (the root of the sum of the layers' squares), the
-    largest gradient-to-weight norm ratio of a layer and the largest dead and saturated
-    fractions (NaN where any layer's is NaN). Empty when nothing was recorded."""
-    rows = monitor.rows[since:]
-    if not rows:
+def figures(monitor: Monitor, records_before: int) -> dict[str, float]:
+    """The Monitor's figures (``monitor.figures``: loss, learning rate, largest update-to-weight
+    ratio, global weight-gradient norm, largest attention logit, ...) if it recorded a step since
+    it held ``records_before`` records, else nothing; without the step, which the framework's log
+    carries in its own count."""
+    if len(monitor.records) <= records_before:
         return {}
-    by_statistic: dict[str, list[float]] = {}
-    for _, _, statistic, value in rows:
-        by_statistic.setdefault(statistic, []).append(value)
-    out = {}
-    if "weight_grad_norm" in by_statistic:
-        out["grad_norm"] = math.sqrt(sum(v * v for v in by_statistic["weight_grad_norm"]))
-    for statistic, name in (("grad_weight_ratio", "max_grad_weight_ratio"), ("dead_fraction", "max_dead_fraction"),
-                            ("saturated_fraction", "max_saturated_fraction")):  # fmt: skip
-        if statistic in by_statistic:
-            out[name] = max(by_statistic[statistic], key=lambda v: (math.isnan(v), v))  # a NaN shows
-    return out
+    return {name: value for name, value in monitor.figures.items() if name != "step"}
 
 
 __all__ = ["PREFIX", "describe", "figures", "log_entries"]

@@ -12,10 +12,12 @@ The callback closes the Monitor's step in ``on_pre_optimizer_step``: the last ev
 gradients exist and the weights are still those the gradients were computed for
 (``on_step_end`` comes after ``zero_grad``). So a layer's weight-gradient norm is the gradient
 the optimizer uses: summed over micro-batches, averaged over ranks, and *clipped* (together at
-most ``max_grad_norm``, 1.0 by default; the Trainer's own ``grad_norm`` log is the norm before
-clipping). The gradients reaching each layer's output are read by hooks during backward, before
-clipping. The Monitor's step ``s`` is the optimizer step that takes ``state.global_step`` from
-``s`` to ``s + 1``; its log entry carries ``"step": s + 1``, as the Trainer's own logs do.
+most ``max_grad_norm``, 1.0 by default, so the Monitor's explosion rule cannot fire above it; the
+update-to-weight ratio, read from the weights, is unaffected; the Trainer's own ``grad_norm`` log
+is the norm before clipping). The gradients reaching each layer's output are read by hooks during backward, before
+clipping. The loss is the one the model computed itself (``labels`` in the batch), the last
+micro-batch's. The Monitor's step ``s`` is the optimizer step that takes ``state.global_step``
+from ``s`` to ``s + 1``; its log entry carries ``"step": s + 1``, as the Trainer's own logs do.
 
 **Where the numbers go.** ``Trainer.log`` appends a copy of a log to ``state.log_history`` and
 then calls ``on_log`` on its callbacks in order, and the ``report_to`` integrations (TensorBoard,
@@ -33,9 +35,9 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import nn
 
 try:
@@ -44,40 +46,33 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("trainability.integrations.huggingface needs transformers: pip install 'trainability[huggingface]'") from exc
 
-from trainability.batches import model_loss
 from trainability.integrations._shared import PREFIX, describe, figures, log_entries
-from trainability.monitor import DEFAULT_EVERY, Monitor, Schedule, make_schedule
+from trainability.monitor import Monitor, Schedule, make_schedule
 
 
 class TrainabilityCallback(TrainerCallback):
-    """Run a :class:`~trainability.Monitor` on the Trainer's model.
+    """Run a :class:`~trainability.Monitor` on the Trainer's model, with the Trainer's optimizer.
 
-    ``every=None`` records the steps the Trainer logs (``logging_steps``); ``every=N`` records
-    the first step and each step after which ``global_step`` is a multiple of ``N``; ``"log"``
-    or a callable ``step -> bool`` are taken as the Monitor takes them. ``layers`` limits the
-    Monitor to those modules; ``verbose=False`` prints nothing."""
+    ``every`` is the Monitor's schedule (``None``: its default, ``N``, ``"log"`` or a callable
+    ``step -> bool``) counted in the Trainer's ``global_step`` after the step, so that recorded
+    steps fall on the Trainer's round numbers: ``every=N`` records the first step and each step
+    after which ``global_step`` is a multiple of ``N``, the steps the Trainer logs when
+    ``logging_steps=N``. ``layers`` limits the Monitor to those modules; ``verbose=False``
+    prints nothing."""
 
-    def __init__(self, *, every: Schedule | None = None, layers: list[str] | None = None, verbose: bool = True) -> None:
-        if every is not None:
-            make_schedule(every)  # a bad schedule fails here, not at the first step
+    def __init__(self, *, every: Schedule = None, layers: list[str] | None = None, verbose: bool = True) -> None:
+        self._base = make_schedule(every)  # a bad schedule fails here, not at the first step
         self.every, self.layers, self.verbose = every, layers, verbose
         self.monitor: Monitor | None = None
-        self._loss: torch.Tensor | None = None
-        self._loss_hook: Any = None
         self._entries: dict[str, float] = {}
         self._found: list[dict[str, Any]] = []
 
-    def _schedule(self, state: TrainerState, args: TrainingArguments) -> Schedule:
-        every = self.every
-        if every is None:
-            every = state.logging_steps if args.logging_strategy == "steps" and state.logging_steps else DEFAULT_EVERY
-        if isinstance(every, int) and not isinstance(every, bool):
-            n = int(every)
-            return lambda step: step == 0 or (step + 1) % n == 0
-        return every
+    def _schedule(self) -> Callable[[int], bool]:
+        base = self._base
+        return lambda step: step == 0 or base(step + 1)  # step s ends with global_step s + 1
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       model: nn.Module | None = None, **kwargs: Any) -> None:  # fmt: skip
+                       model: nn.Module | None = None, optimizer: Any = None, **kwargs: Any) -> None:  # fmt: skip
         if model is None:
             raise ValueError("TrainabilityCallback needs the Trainer's model: the Trainer passes it to on_train_begin")
         self.on_train_end(args, state, control)  # a run that raised left its monitor behind
@@ -88,25 +83,15 @@ class TrainabilityCallback(TrainerCallback):
                 RuntimeWarning,
                 stacklevel=2,
             )
-        self.monitor = Monitor(model, every=self._schedule(state, args), layers=self.layers)
+        self.monitor = Monitor(model, optimizer, every=self._schedule(), layers=self.layers)
         self.monitor.steps_done = state.global_step  # resumed from a checkpoint: the Trainer's count goes on
-        self._loss_hook = model.register_forward_hook(self._keep_loss)
-
-    def _keep_loss(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        """The loss the model computed itself (``labels`` in the batch), on training passes: the
-        last micro-batch's, for the Monitor's check of a NaN/Inf loss."""
-        if module.training and torch.is_grad_enabled():
-            loss = model_loss(output)
-            if loss is not None:
-                self._loss = loss.detach()
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self.monitor is None:
             return
-        before = len(self.monitor.rows)
-        new = self.monitor.step(self._loss)
-        self._loss = None
-        if len(self.monitor.rows) > before or new:
+        before = len(self.monitor.records)
+        new = self.monitor.step()  # the loss: the one the model's last training forward returned
+        if len(self.monitor.records) > before or new:
             self._entries = log_entries(figures(self.monitor, before), new)
             self._found += [f.to_dict() for f in new]
         if self.verbose and state.is_world_process_zero:
@@ -129,9 +114,6 @@ class TrainabilityCallback(TrainerCallback):
         self._entries, self._found = {}, []
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        if self._loss_hook is not None:
-            self._loss_hook.remove()
-            self._loss_hook = None
         if self.monitor is not None:
             self.monitor.close()
 

@@ -15,8 +15,9 @@ update. The loss is ``logs["loss"]``, Keras' running mean over the epoch. Keras 
 synchronously because the callback defines it (it is not ``async_safe``); with
 ``steps_per_execution=N`` it runs once per N steps, and the Monitor counts those.
 
-The Monitor gets no optimizer: a Keras optimizer keeps its moments as Keras variables, not as a
-``torch.optim.Optimizer`` state the Monitor reads.
+The Monitor gets the model's Keras optimizer and reads its learning rate and epsilon; not its
+moments, which Keras keeps as its own variables rather than as a ``torch.optim.Optimizer``'s
+state, so the rule on Adam's epsilon has no second moment to compare under Keras.
 
 **Where the numbers go.** The callback adds ``trainability/<figure>`` and
 ``trainability/finding/<kind>`` to the ``logs`` of each batch it recorded or found something at,
@@ -31,7 +32,7 @@ from typing import Any
 
 from trainability.adapters import keras as keras_adapter
 from trainability.integrations._shared import PREFIX, describe, figures, log_entries
-from trainability.monitor import DEFAULT_EVERY, Monitor, Schedule, make_schedule
+from trainability.monitor import Monitor, Schedule, make_schedule
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: the callback subclasses Keras' own, imported on first use
@@ -48,7 +49,7 @@ def _callback_class(keras: Any) -> type:
         they appear and kept on ``callback.monitor.findings``; ``layers`` limits the Monitor to
         those layers (Keras names); ``verbose=False`` prints nothing."""
 
-        def __init__(self, *, every: Schedule = DEFAULT_EVERY, layers: list[str] | None = None, verbose: bool = True) -> None:
+        def __init__(self, *, every: Schedule = None, layers: list[str] | None = None, verbose: bool = True) -> None:
             super().__init__()
             make_schedule(every)  # a bad schedule fails here, not at the first step
             self.every, self.layers, self.verbose = every, layers, verbose
@@ -59,7 +60,7 @@ def _callback_class(keras: Any) -> type:
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             if self.monitor is not None:
                 self.monitor.close()  # a fit that raised left its monitor behind
-            self.monitor = Monitor(self.model, every=self.every, layers=self.layers)
+            self.monitor = Monitor(self.model, self.model.optimizer, every=self.every, layers=self.layers)
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self._epoch_findings = 0
@@ -68,7 +69,7 @@ def _callback_class(keras: Any) -> type:
             if self.monitor is None:
                 return
             loss = (logs or {}).get("loss")
-            before = len(self.monitor.rows)
+            before = len(self.monitor.records)
             new = self.monitor.step(float(loss) if loss is not None else None)
             recorded = figures(self.monitor, before)
             if recorded:

@@ -13,7 +13,7 @@ accumulated batch's). The Monitor's step ``s`` is ``trainer.global_step`` at tha
 
 **Where the numbers go.** Every logger of the Trainer (``trainer.loggers``; Lightning's loggers
 write on rank zero only) receives, at step ``s``, ``trainability/<figure>`` for the step's
-figures, ``trainability/finding/<kind>`` for the findings first seen at it, and
+figures, ``trainability/finding/<kind>`` for the findings raised at it, and
 ``trainability/<layer>/<statistic>`` for each layer the step recorded.
 """
 
@@ -29,15 +29,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("trainability.integrations.lightning needs Lightning: pip install 'trainability[lightning]'") from exc
 
 from trainability.integrations._shared import PREFIX, describe, figures, log_entries
-from trainability.monitor import DEFAULT_EVERY, Monitor, Schedule, make_schedule
+from trainability.monitor import MODEL, Monitor, Schedule, make_schedule
 
 
 class TrainabilityCallback(pl.Callback):
-    """Run a :class:`~trainability.Monitor` on the LightningModule during ``fit``: every step
-    of the schedule ``every`` is recorded, ``layers`` limits it to those modules, and
-    ``verbose=False`` prints nothing."""
+    """Run a :class:`~trainability.Monitor` on the LightningModule during ``fit``, with the
+    Trainer's (first) optimizer: every step of the schedule ``every`` is recorded (``None``: the
+    Monitor's default), ``layers`` limits it to those modules, and ``verbose=False`` prints
+    nothing."""
 
-    def __init__(self, *, every: Schedule = DEFAULT_EVERY, layers: list[str] | None = None, verbose: bool = True) -> None:
+    def __init__(self, *, every: Schedule = None, layers: list[str] | None = None, verbose: bool = True) -> None:
         super().__init__()
         make_schedule(every)  # a bad schedule fails here, not at the first step
         self.every, self.layers, self.verbose = every, layers, verbose
@@ -48,7 +49,8 @@ class TrainabilityCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.monitor is not None:
             self.monitor.close()  # a fit that raised left its monitor behind
-        self.monitor = Monitor(pl_module, every=self.every, layers=self.layers)
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        self.monitor = Monitor(pl_module, optimizer, every=self.every, layers=self.layers)
         self.monitor.steps_done = trainer.global_step  # resumed from a checkpoint: Lightning's count goes on
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
@@ -62,14 +64,14 @@ class TrainabilityCallback(pl.Callback):
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
         if self.monitor is None:
             return
-        before = len(self.monitor.rows)
+        before, rows_before = len(self.monitor.records), len(self.monitor.rows)
         new = self.monitor.step(self._loss, inputs=self._inputs)
         self._loss = None
         if self.verbose and trainer.is_global_zero:
             for finding in new:
                 print(describe(finding), flush=True)
-        rows = self.monitor.rows[before:]
-        if not rows and not new:
+        rows = [r for r in self.monitor.rows[rows_before:] if r[1] != MODEL]  # the model's own rows are figures
+        if len(self.monitor.records) == before and not new:
             return
         metrics = log_entries(figures(self.monitor, before), new)
         metrics |= {f"{PREFIX}{layer}/{name}": value for _, layer, name, value in rows}
