@@ -58,10 +58,13 @@ OPTIMIZER_WRAPPERS = ("AcceleratedOptimizer", "LightningOptimizer")
 
 
 def unwrap_optimizer(optimizer: Any) -> Any:
-    """The optimizer inside Accelerate's and Lightning's wrappers (whose class name is not the
-    algorithm's, and whose state is the inner one's); anything else as it is."""
-    while type(optimizer).__name__ in OPTIMIZER_WRAPPERS and getattr(optimizer, "optimizer", None) is not None:
-        optimizer = optimizer.optimizer
+    """The optimizer inside Accelerate's and Lightning's wrappers (whose class is not the
+    algorithm's: Lightning's is made on the fly, ``LightningAdam``); anything else as it is."""
+    while any(c.__name__ in OPTIMIZER_WRAPPERS for c in type(optimizer).__mro__):
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer = inner
     return optimizer
 
 
