@@ -223,3 +223,26 @@ def test_healthy_runs_are_silent_from_the_first_step_to_the_last(name):
     assert run.tail() < 0.5 * run.losses[0]  # it did train
     assert not run.monitor.findings, run.monitor.summary()
     assert math.isfinite(run.monitor.figures["loss"]) and run.monitor.figures["update_ratio_max"] > 0
+
+
+# -- output logit divergence ---------------------------------------------------------------------------------
+def _records(*points):  # noqa: ANN002, ANN202 - (step, log Z, mean logit) per record
+    return [rules.Record(step, lr=1e-3, log_z=z, mean_logit=m) for step, z, m in points]
+
+
+@pytest.mark.parametrize(("points", "fires"), [
+    ([(0, 4.6, 0.0), (25, -40.0, -52.0), (50, -80.0, -95.0)], True),     # every logit drifting down, away from 0
+    ([(0, 4.6, 0.0), (25, 45.0, 33.0), (50, 60.0, 48.0)], True),         # every logit drifting up
+    ([(0, 2.3, 0.0), (25, 28.0, -9.0), (50, 60.0, -20.0)], False),       # a confident classifier: top logit up, the rest down
+    ([(0, 4.6, 0.0), (25, 4.9, -1.0), (50, -80.0, -95.0)], False),       # one odd batch is no drift
+    ([(0, 4.6, 0.0), (25, -80.0, -95.0), (50, -50.0, -60.0)], False),    # coming back towards 0
+])  # fmt: skip
+def test_output_logit_divergence_is_a_drift_of_every_logit(points, fires):
+    # A natural drift is a late-training effect of long large runs (docs/MONITOR.md): the rule is
+    # checked here on the records such a run produces
+    from trainability.monitor.losses import LossSeries
+
+    found = rules.output_divergence(rules.TrainingEvidence(_records(*points), LossSeries()))
+    assert bool(found) == fires
+    if fires:
+        assert found[0].action["op"] == "z_loss" and "z-loss" in found[0].fix and "weight decay" in found[0].fix

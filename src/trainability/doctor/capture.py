@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from trainability import adapters, graph
+from trainability.distributed import Ledger
 
 #: A unit is saturated where phi'(x) is under this fraction of its maximum.
 SATURATION_THRESHOLD = 0.01
@@ -55,7 +56,7 @@ class Record:
     weights: list[adapters.Weight] = field(default_factory=list)
     time: list[torch.Tensor] = field(default_factory=list)  # per time step: gradient norms
     time_values: list[float] = field(default_factory=list)
-    unit_max: torch.Tensor | None = None  # fast mode: each unit's maximum over the batch, counted in collect
+    unit_max: torch.Tensor | None = None  # each unit's maximum over the batch, counted in collect
 
 
 def single_threaded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -368,11 +369,7 @@ class Capture:
                 unit_dim = -1 if x.dim() == 2 or not isinstance(self._last_weight, nn.modules.conv._ConvNd) else 1
                 units = x if x.dim() == 2 else x.movedim(unit_dim, -1).reshape(-1, x.shape[unit_dim])
                 record.units = units.shape[1]
-                if dtype is None:  # counted for every layer at once in collect()
-                    record.unit_max = units.amax(dim=0)
-                else:
-                    stats.append((units.amax(dim=0) > 0).sum(dtype=dtype))
-                    names.append("alive_units")
+                record.unit_max = units.amax(dim=0)  # counted for every layer at once in collect()
             if spec.relative_derivative is not None:
                 if self._pre_activation:
                     saturated = x.abs() > spec.saturation_bound(SATURATION_THRESHOLD)
@@ -406,88 +403,136 @@ class Capture:
             if threads > 1:
                 torch.set_num_threads(threads)
 
-    def _weight_scalars(self, names: list[tuple[Any, str]], scalars: list[torch.Tensor]) -> None:
+    # -- reading the pass ----------------------------------------------------------------------------
+    def _weight_values(self, ledger: Ledger, weight_op: str) -> None:
         """Every weight's sum and norm (in fast mode every ``WEIGHT_REFRESH``-th collection) and its
-        gradient's norm, the norms in one ``_foreach_norm`` each."""
-        fresh: list[tuple[Record, adapters.Weight, torch.Tensor]] = []
-        grads: list[tuple[Record, adapters.Weight, torch.Tensor]] = []
+        gradient's norm, the norms in one ``_foreach_norm`` each; FSDP2's ``DTensor`` shards are
+        read locally (``weight_op`` says how ranks combine them)."""
+        fresh: list[tuple[adapters.Weight, torch.Tensor]] = []
+        grads: list[tuple[adapters.Weight, torch.Tensor]] = []
         for record in self.records.values():
             for w in record.weights:
                 cached = self._weight_cache.get(w.name)
                 if cached is not None and cached[0] % self._weight_every:  # fast mode: weights move slowly
                     self._weight_cache[w.name] = (cached[0] + 1, cached[1])
-                    record.values.update({f"{k}:{w.name}": v for k, v in cached[1].items()})
+                    for key, value in cached[1].items():
+                        ledger.put(("w", w.name, key), torch.tensor(value, dtype=torch.float64), "same")
                 else:
-                    fresh.append((record, w, w.tensor.detach()))
+                    fresh.append((w, _local_block(w, w.parameter_tensor)))
                 grad = w.parameter_tensor.grad
                 if grad is not None:
-                    grads.append((record, w, grad.detach() if w.rows is None else w.slice(grad.detach())))
+                    grads.append((w, _local_block(w, grad)))
+        sq = "sumsq" if weight_op == "sum" else "same"
         for group, key in ((fresh, "weight_norm"), (grads, "weight_grad_norm")):
-            if not group:
-                continue
-            norms = _norms([t for _, _, t in group], self._dtype)
-            names += [((record, w.name), key) for record, w, _ in group]
-            scalars += norms
-        names += [((record, w.name), "weight_sum") for record, w, _ in fresh]
-        scalars += [t.sum(dtype=self._dtype or t.dtype) for _, _, t in fresh]
+            if group:
+                for (w, _), norm in zip(group, _norms([t for _, t in group], self._dtype), strict=True):
+                    ledger.put(("w", w.name, key), norm, sq)  # type: ignore[arg-type]
+        for w, t in fresh:
+            ledger.put(("w", w.name, "weight_sum"), t.sum(dtype=self._dtype or t.dtype), weight_op)  # type: ignore[arg-type]
+        self._fresh = [w.name for w, _ in fresh]
 
-    @single_threaded
-    def collect(self) -> None:
-        """Copy every recorded statistic to the host in one transfer."""
-        names: list[tuple[Any, str]] = []
-        scalars: list[torch.Tensor] = []
-        for r in self.records.values():
-            if r.forward is not None:
-                names += [(r, n) for n in r.forward_stats]
-                scalars += r.forward
-            if r.backward is not None:
-                names += [(r, "grad_norm"), (r, "unit_grad_norm")][: len(r.backward)]
-                scalars += r.backward
-        self._weight_scalars(names, scalars)
-        for point, entry in self.points.items():
-            for key in ("sum", "norm", "grad", "unit_grad"):
-                if isinstance(entry.get(key), torch.Tensor):
-                    names.append(((point, None), key))
-                    scalars.append(entry[key])
-        maxima = [r for r in self.records.values() if r.unit_max is not None]
-        alive = None
-        if maxima:  # the alive units of every layer in three kernels: concatenate, count, take the ends
-            ends = torch.tensor([r.unit_max.numel() for r in maxima]).cumsum(0) - 1  # type: ignore[union-attr]
-            counts = (torch.cat([r.unit_max for r in maxima]) > 0).cumsum(0)[ends.to(maxima[0].unit_max.device)]  # type: ignore[union-attr]
-            alive = torch.diff(counts, prepend=counts.new_zeros(1))
-        vectors: list[tuple[Record, list[torch.Tensor]]] = []
-        for name, box in self._time_boxes.items():
-            if box and name in self.records:
-                vectors.append((self.records[name], [box[0]]))
-        for r in self.records.values():
-            if len(r.time) > 1:
-                vectors.append((r, r.time))
-        if alive is not None:
-            names += [(r, "alive_units") for r in maxima]
-        if scalars or alive is not None:
-            if len({(t.dtype, t.device) for t in scalars}) > 1:  # mixed precision or devices
-                scalars = [t.to(device=scalars[0].device, dtype=torch.float64) for t in scalars]
-            stacked = torch.stack(scalars) if scalars else torch.zeros(0, dtype=torch.float64)
-            if alive is not None:
-                stacked = torch.cat([stacked, alive.to(device=stacked.device, dtype=stacked.dtype)])
-            flat = stacked.tolist()
-            for (owner, name), value in zip(names, flat, strict=True):
-                if isinstance(owner, Record):
-                    owner.values[name] = value
-                elif owner[1] is None:
-                    self.points[owner[0]][name] = value
-                else:
-                    owner[0].values[f"{name}:{owner[1]}"] = value
-        for record, parts in vectors:
-            record.time_values = torch.cat([p.reshape(-1).double() for p in parts]).tolist()
+    def stage(self, ledger: Ledger, *, sharded: bool = False, units: dict[str, int] | None = None) -> None:
+        """Put this pass's statistics in ``ledger``, in a layout that depends on the model only (a
+        module that did not run contributes zeros): sums and counts add across ranks, norms add
+        as squares, each unit's maximum combines by maximum. Weights and their gradients are the
+        same on every rank under DDP (after the all-reduce) and shards under FSDP2 (``sharded``).
+        ``units`` gives the width of modules whose dead units are counted, for the ranks where
+        they did not run (else the width is read off the pass)."""
+        weight_op = "sum" if sharded else "same"
+        for name, _, role, spec, weights in self._leaves:
+            record = self.records.get(name)
+            if record is None and role != "weight" and spec is None:
+                continue
+            ledger.declare(("r", name, "numel"), "sum")
+            ledger.declare(("r", name, "sum"), "sum")
+            ledger.declare(("r", name, "norm"), "sumsq")
+            ledger.declare(("r", name, "grad_norm"), "sumsq")
+            ledger.declare(("r", name, "grads"), "sum")  # ranks where a gradient reached it
+            if role == "weight":
+                ledger.declare(("r", name, "unit_grad_norm"), "sumsq")
+                ledger.declare(("r", name, "grad_units"), "sum")
+            for w in weights:
+                for key in ("weight_norm", "weight_grad_norm"):
+                    ledger.declare(("w", w.name, key), "sumsq" if sharded else "same")
+                ledger.declare(("w", w.name, "weight_sum"), weight_op)
+            if spec is not None and spec.relative_derivative is not None:
+                ledger.declare(("r", name, "saturated_count"), "sum")
+            width = record.units if record is not None and record.units else (units or {}).get(name, 0)
+            if spec is not None and spec.can_die and width:
+                ledger.declare(("r", name, "alive_units"), "alive", width)
+                ledger.declare(("r", name, "units"), "max")
+            if record is None:
+                continue
+            ledger.put(("r", name, "numel"), float(record.numel))
+            for stat, value in zip(record.forward_stats, record.forward or [], strict=False):
+                ledger.put(("r", name, stat), value, "sumsq" if stat == "norm" else "sum")
+            if record.unit_max is not None:
+                ledger.put(("r", name, "alive_units"), record.unit_max, "alive")
+                ledger.put(("r", name, "units"), float(record.units), "max")
+            if record.backward is not None:
+                ledger.put(("r", name, "grads"), 1.0)
+                ledger.put(("r", name, "grad_norm"), record.backward[0], "sumsq")
+                if len(record.backward) > 1:
+                    ledger.put(("r", name, "unit_grad_norm"), record.backward[1], "sumsq")
+                    ledger.put(("r", name, "grad_units"), float(record.grad_units), "sum")
+        self._weight_values(ledger, weight_op)
+        for group in self._groups:
+            for name, _ in group:
+                for point in (name, f"{name}:output"):
+                    entry = self.points.get(point)
+                    for key, op in (("sum", "sum"), ("norm", "sumsq"), ("grad", "sumsq"), ("unit_grad", "sumsq"),
+                                    ("numel", "sum"), ("units", "sum")):  # fmt: skip
+                        ledger.declare(("p", point, key), op)  # type: ignore[arg-type]
+                        if entry is not None and key in entry:
+                            ledger.put(("p", point, key), entry[key] if isinstance(entry[key], torch.Tensor) else float(entry[key]), op)  # type: ignore[arg-type]
+
+    def absorb(self, values: dict[Any, list[float]], *, grad_scale: float = 1.0) -> None:
+        """Fill each record's values from a read ledger: mean and std from the sums, the dead and
+        saturated fractions, RMS gradients. ``grad_scale`` multiplies the gradients reaching
+        activations: under data parallelism each rank's gradient is of its own mean loss, the
+        whole batch's is ``1 / world_size`` of it."""
+        leaves = {n: (m, role, ws) for n, m, role, _, ws in self._leaves}
+        values = {k: v for k, v in values.items() if isinstance(k, tuple) and len(k) == 3 and k[0] in ("r", "w", "p")}
+        for (kind, name, stat), value in values.items():
+            if kind == "r" and name not in self.records and stat == "numel" and value[0] > 0 and name in leaves:
+                module, role, weights = leaves[name]  # it ran on another rank only
+                self.records[name] = Record(name, module, role, len(self.records), 0, weights=weights)
+        owner = {w.name: r for r in self.records.values() for w in r.weights}
+        counts = {(name, stat): value[0] for (kind, name, stat), value in values.items()
+                  if kind == "r" and stat in ("numel", "units", "grad_units", "grads")}  # fmt: skip
+        for (kind, name, stat), value in values.items():
+            if kind == "r" and name in self.records:
+                record = self.records[name]
+                if stat == "grads":
+                    continue
+                if stat in ("numel", "units", "grad_units"):
+                    setattr(record, stat, int(value[0]))
+                elif stat == "unit_grad_norm":
+                    if counts.get((name, "grad_units"), 0) > 0:
+                        record.values[stat] = value[0] * grad_scale
+                elif stat == "grad_norm":
+                    if counts.get((name, "grads"), 0) > 0:
+                        record.values[stat] = value[0] * grad_scale
+                elif stat == "alive_units":
+                    if counts.get((name, "units"), 0) > 0:
+                        record.values[stat] = value[0]
+                elif counts.get((name, "numel"), 0) > 0:
+                    record.values[stat] = value[0]
+            elif kind == "w" and name in owner:
+                owner[name].values[f"{stat}:{name}"] = value[0]
+            elif kind == "p" and name in self.points:
+                entry = self.points[name]
+                scale = grad_scale if stat in ("grad", "unit_grad") else 1.0
+                if stat in entry:
+                    entry[stat] = value[0] * scale
         if self._weight_every != 1:
-            for owner, name in names:
-                if name == "weight_sum" and isinstance(owner, tuple):
-                    record, weight = owner
+            for weight in getattr(self, "_fresh", []):
+                record = next((r for r in self.records.values() if any(w.name == weight for w in r.weights)), None)
+                if record is not None and f"weight_sum:{weight}" in record.values:
                     self._weight_cache[weight] = (1, {k: record.values[f"{k}:{weight}"] for k in ("weight_sum", "weight_norm")})
         for record in self.records.values():
             v = record.values
-            if "sum" in v:
+            if "sum" in v and record.numel:
                 v["mean"], v["std"] = _moments(v["sum"], v["norm"], record.numel)
             record.unit_max = None
             if "alive_units" in v:
@@ -502,11 +547,53 @@ class Capture:
                 if f"weight_sum:{w.name}" in v:
                     _, v[f"weight_std:{w.name}"] = _moments(v[f"weight_sum:{w.name}"], v[f"weight_norm:{w.name}"], w.numel)
         for entry in self.points.values():
-            if isinstance(entry.get("sum"), float):
-                entry["mean"], entry["std"] = _moments(entry["sum"], entry["norm"], entry["numel"])
-            if isinstance(entry.get("grad"), float):
+            if isinstance(entry.get("sum"), float) and entry.get("numel"):
+                entry["mean"], entry["std"] = _moments(entry["sum"], entry["norm"], int(entry["numel"]))
+            if isinstance(entry.get("grad"), float) and entry.get("numel"):
                 entry["grad_rms"] = entry["grad"] / math.sqrt(entry["numel"])
-                entry["unit_grad_rms"] = entry["unit_grad"] / math.sqrt(entry["units"])
+                entry["unit_grad_rms"] = entry["unit_grad"] / math.sqrt(max(entry.get("units", 1), 1))
+
+    @single_threaded
+    def collect(self, group: Any = None, *, sharded: bool = False, grad_scale: float = 1.0, agree: bool = False) -> None:
+        """Read every recorded statistic to the host in one transfer (combined across the ranks of
+        ``group`` in one collective, every rank getting the same values)."""
+        ledger = Ledger()
+        self.stage(ledger, sharded=sharded)
+        values = ledger.read(group, agree=agree)
+        self.absorb(values or {}, grad_scale=grad_scale)
+        self.read_time()
+
+    def read_time(self) -> None:
+        """Gradients through time, per rank (their lengths follow each rank's sequences)."""
+        vectors: list[tuple[Record, list[torch.Tensor]]] = []
+        for name, box in self._time_boxes.items():
+            if box and name in self.records:
+                vectors.append((self.records[name], [box[0]]))
+        for r in self.records.values():
+            if len(r.time) > 1:
+                vectors.append((r, r.time))
+        for record, parts in vectors:
+            record.time_values = torch.cat([p.reshape(-1).double() for p in parts]).tolist()
+
+
+def _local_block(weight: adapters.Weight, full: torch.Tensor) -> torch.Tensor:
+    """A weight's block of a parameter-shaped tensor (its value or its gradient), on this rank: an
+    FSDP2 ``DTensor`` is read from its local shard (dim 0 split evenly; a packed block's rows are
+    intersected with the shard's), never gathered."""
+    t = full.detach()
+    if not hasattr(t, "to_local"):
+        return t if weight.rows is None else weight.slice(t)
+    local = t.to_local()
+    if weight.rows is None:
+        return local
+    if weight.transposed:  # (in, out): the block is columns, the shard rows: a block of every row
+        return local[:, weight.rows[0] : weight.rows[1]]
+    rows = t.shape[0]
+    world = t.device_mesh.size() if hasattr(t, "device_mesh") else 1
+    chunk = -(-rows // max(world, 1))
+    start = t.device_mesh.get_local_rank() * chunk if hasattr(t, "device_mesh") else 0
+    lo, hi = max(weight.rows[0] - start, 0), min(weight.rows[1] - start, local.shape[0])
+    return local[lo:hi] if hi > lo else local[:0]
 
 
 def _position_dims(t: torch.Tensor, *, channel_last: bool, batch_dim: int = 0) -> list[int]:

@@ -41,6 +41,7 @@ from torch import nn
 
 from trainability import adapters
 from trainability.batches import Batch, model_loss, output_tensor
+from trainability.distributed import Ledger, initialized, is_main, world_size
 from trainability.doctor import block_stats, diagnose, layer_stats
 from trainability.doctor import rules as doctor_rules
 from trainability.doctor.capture import Capture
@@ -172,6 +173,15 @@ class Monitor:
                 seen.add(id(p))
                 weights.append((w.name if w.rows is None else f"{w.module_name}.{w.parameter}", p))
         self._updates = UpdateProbe(weights)
+        # a model replicated (DDP) or sharded (FSDP2) over a process group: statistics are combined
+        # across its ranks at each record, rank 0 judges; the schedule stays the same on every rank
+        self._group = getattr(view.given, "process_group", None) if view.wrapper == "ddp" else None
+        self._world = world_size(self._group) if view.wrapper in ("ddp", "fsdp") and initialized() else 1
+        self._main = self._world == 1 or is_main(self._group)
+        if self._world > 1:
+            self._capture._weight_every = 1  # every rank reads its weights at every record (no per-rank cache)
+        self._ledger = Ledger()
+        self._agreed = False
         self._handles = [self.model.register_forward_pre_hook(self._arm, with_kwargs=True),
                          self.model.register_forward_hook(self._output_hook)]  # fmt: skip
 
@@ -234,7 +244,7 @@ class Monitor:
         if inputs is not None:
             self._last_inputs = Batch.of(inputs)
         value = self.losses.add(step, loss, grad_norm)
-        if value is not None and not math.isfinite(value) and not self._explained:
+        if value is not None and not math.isfinite(value) and not self._explained and self._world == 1:
             new += self._explain_non_finite(value, step, step)
         capture = self._capture
         if capture.records or self._output is not None:
@@ -250,19 +260,37 @@ class Monitor:
         return new
 
     def _record(self, step: int) -> list[Finding]:
+        """Read this step's statistics (from every rank, in one collective) and judge them. Only
+        the main rank moves them to the host and judges; the others return no finding."""
         capture = self._capture
+        ledger = self._ledger
+        ledger.clear()
+        local = self._world > 1 and not getattr(self.view.given, "require_backward_grad_sync", True)  # DDP's no_sync()
+        group_size = 1 if local else self._world
+        capture.stage(ledger, sharded=self.view.sharded)
+        self._stage(ledger)
+        self.losses.stage(ledger)
+        first = not self._agreed
+        values = ledger.read(None if local else self._group, host=self._main or local, agree=group_size > 1 and first)
+        self._agreed = self._agreed or group_size > 1
+        if values is None:  # another rank reports
+            capture.reset()
+            self.losses.absorb({}, 1)
+            self._clear_probes()
+            return []
+        capture.absorb(values, grad_scale=1.0 / group_size)
+        capture.read_time()
         stats: list[LayerStats] = []
         stream = []
         if capture.records:
-            capture.collect()
             if self._links is None:
                 self._links = find_consumers(self.view, order=capture.order)[0]
             stats = [row for r in capture.records.values() if r.role in ("weight", "activation")
                      for row in layer_stats(r, self._links, r.numel)]  # fmt: skip
             stream = block_stats(capture)
-        record = rules.Record(step, lr=effective_lr(self.optimizer), layers=stats, blocks=stream)
-        self._read(record)
-        self.losses.flush()
+        record = rules.Record(step, lr=effective_lr(self.optimizer), layers=stats, blocks=stream, local=local)
+        self._absorb(record, values)
+        self.losses.absorb(values, group_size)
         self.records.append(record)
         self._write(record)
         found = []
@@ -271,24 +299,23 @@ class Monitor:
             found += self._explain_non_finite(math.nan, first_bad, step)
         found += self._judge(record, capture)
         capture.reset()
+        self._clear_probes()
+        return found
+
+    def _clear_probes(self) -> None:
         if self._attention is not None:
             self._attention.reset()
         self._output = None
-        return found
 
-    def _read(self, record: rules.Record) -> None:
-        """The training-time statistics of this record, read to the host in one transfer."""
-        tensors: list[torch.Tensor] = []
-        keys: list[tuple[str, Any]] = []
-
-        def put(key: str, owner: Any, t: torch.Tensor) -> None:
-            keys.append((key, owner))
-            tensors.append(t.detach().reshape(-1).to(torch.float64))
-
-        measured = self._updates.measure()
-        for name, values in measured.items():
+    def _stage(self, ledger: Ledger) -> None:
+        """The training-time statistics of this record, into the ledger: the update and weight
+        sums of squares (DDP: the same on every rank; FSDP2: the local shards add), Adam's second
+        moment (likewise), the largest attention logits (the largest over ranks) and the output's
+        sums (they add)."""
+        shared = "sum" if self.view.sharded else "same"
+        for key, values in self._updates.measure().items():
             for i, t in enumerate(values):
-                put(name, i, t)
+                ledger.put(("u", i, key), t, shared)  # type: ignore[arg-type]
         optimizer = self.optimizer
         if optimizer is not None and optimizer.adaptive:
             for i, p in enumerate(self._updates.params):
@@ -299,35 +326,37 @@ class Monitor:
                 sample = self._updates.values(i, v).float()
                 active = sample > 0
                 root = sample.clamp_min(0).sqrt()
-                put("eps_active", i, active.sum())
-                put("eps_dominated", i, (active & (root <= eps)).sum())
-                put("eps_log_root", i, torch.where(active, root.clamp_min(1e-38).log(), torch.zeros_like(root)).sum())
+                ledger.put(("e", i, "active"), active.sum(), shared)  # type: ignore[arg-type]
+                ledger.put(("e", i, "dominated"), (active & (root <= eps)).sum(), shared)  # type: ignore[arg-type]
+                log_root = torch.where(active, root.clamp_min(1e-38).log(), torch.zeros_like(root)).sum()
+                ledger.put(("e", i, "log_root"), log_root, shared)  # type: ignore[arg-type]
         if self._attention is not None:
+            for layer in self._attention.layers:
+                ledger.declare(("a", layer.name), "max")
             for name, t in self._attention.values().items():
-                put("attention", name, t)
+                ledger.put(("a", name), t, "max")
         if self._output:
             for key, t in self._output.items():
-                put("output:" + key, None, t)
-        if not tensors:
-            return
-        sizes = [t.numel() for t in tensors]
-        flat = torch.cat([t.to(tensors[0].device) for t in tensors]).tolist()
-        host: dict[str, dict[Any, Any]] = {}
-        offset = 0
-        for (key, owner), size in zip(keys, sizes, strict=True):
-            chunk = flat[offset : offset + size]
-            offset += size
-            host.setdefault(key, {})[owner] = chunk if size > 1 or key.startswith("output:class") else chunk[0]
+                ledger.put(("o", key), t, "sum")
+
+    def _absorb(self, record: rules.Record, values: dict[Any, list[float]]) -> None:
+        """The training-time statistics of a read ledger, into the record."""
         names = self._updates.names
-        if "delta_sq" in host:
-            values = {k: [host[k][i] for i in range(len(names))] for k in ("delta_sq", "weight_sq", "count", "initial_sq")}
-            record.updates = dict(zip(names, self._updates.ratios(values), strict=True))
-            record.updates_initial = dict(zip(names, self._updates.ratios(values, initial=True), strict=True))
-        for i, active in host.get("eps_active", {}).items():
+        keys = ("delta_sq", "weight_sq", "count", "initial_sq")
+        if names and all(("u", 0, key) in values for key in keys):
+            measured = {key: [values[("u", i, key)][0] for i in range(len(names))] for key in keys}
+            record.updates = dict(zip(names, self._updates.ratios(measured), strict=True))
+            record.updates_initial = dict(zip(names, self._updates.ratios(measured, initial=True), strict=True))
+        for i, name in enumerate(names):
+            active = values.get(("e", i, "active"), [0.0])[0]
             if active > 0:
-                record.eps[names[i]] = (host["eps_dominated"][i] / active, math.exp(host["eps_log_root"][i] / active))
-        record.attention = {name: value for name, value in host.get("attention", {}).items()}
-        output = {key.removeprefix("output:"): values[None] for key, values in host.items() if key.startswith("output:")}
+                record.eps[name] = (values[("e", i, "dominated")][0] / active, math.exp(values[("e", i, "log_root")][0] / active))
+        if self._attention is not None:
+            seen = self._attention.values()
+            record.attention = {layer.name: values[("a", layer.name)][0] for layer in self._attention.layers
+                                if ("a", layer.name) in values and (layer.name in seen or self._world > 1)}  # fmt: skip
+        output = {key[1]: (value if key[1].startswith("class") else value[0])
+                  for key, value in values.items() if isinstance(key, tuple) and len(key) == 2 and key[0] == "o"}  # fmt: skip
         summary = summarize(output)
         record.log_z, record.input_dependence = summary.get("log_z"), summary.get("input_dependence")
         record.mean_logit = summary.get("mean_logit")
@@ -429,7 +458,7 @@ class Monitor:
         if self._last_spike is not None and step - self._last_spike < EPISODE:
             return []  # the same episode
         self._last_spike = step
-        if not any(r.step == step for r in self.records):
+        if not any(r.step == step for r in self.records) and self._world == 1:  # ranks keep one schedule
             self._dense_until = self.steps_done + DENSE_AFTER_SPIKE
         return [replace(f, step=step) for f in found]
 
