@@ -23,12 +23,18 @@ from ``s`` to ``s + 1``; its log entry carries ``"step": s + 1``, as the Trainer
 then calls ``on_log`` on its callbacks in order, and the ``report_to`` integrations (TensorBoard,
 W&B, MLflow, ...) come before the callbacks passed to the Trainer: editing ``logs`` in a user
 callback's ``on_log`` reaches neither. So, at ``on_train_begin``, the callback moves itself to the
-front of the Trainer's callback list (that of the ``CallbackHandler`` calling it); its ``on_log``
-then runs before every integration, adds ``trainability/<figure>`` and
-``trainability/finding/<kind>`` numbers to ``logs`` (what the integrations receive) and the same,
-with the findings as dicts under ``trainability/findings``, to the entry just appended to
-``state.log_history``. At ``on_step_end`` of each step it recorded or found something at, it
-sets ``control.should_log`` so that the Trainer logs that very step.
+front of the Trainer's callback list (that of the ``CallbackHandler`` calling it, found up the
+call stack); its ``on_log`` then runs before every integration, adds ``trainability/<figure>``
+and ``trainability/finding/<kind>`` numbers to ``logs`` (what the integrations receive) and the
+same, with the findings as dicts under ``trainability/findings``, to the entry just appended to
+``state.log_history``. At ``on_step_end`` of each recorded step it sets ``control.should_log`` so
+that the Trainer logs that very step.
+
+**Under DDP** the Monitor is given the model as the Trainer runs it (``trainer.model_wrapped``,
+DDP's wrapper, from the Trainer owning that handler), so it combines its statistics across ranks
+and judges on rank 0 alone: rank 0 prints and logs the findings. A log gathers the loss from every
+rank, so only the schedule, which is the same on every rank, asks for one (asking on rank 0 alone,
+where the findings are, would be a collective mismatch).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("trainability.integrations.huggingface needs transformers: pip install 'trainability[huggingface]'") from exc
 
+from trainability.adapters.wrappers import unwrap
 from trainability.integrations._shared import PREFIX, describe, figures, log_entries
 from trainability.monitor import Monitor, Schedule, make_schedule
 
@@ -61,29 +68,35 @@ class TrainabilityCallback(TrainerCallback):
     prints nothing."""
 
     def __init__(self, *, every: Schedule = None, layers: list[str] | None = None, verbose: bool = True) -> None:
-        self._base = make_schedule(every)  # a bad schedule fails here, not at the first step
+        base = make_schedule(every)  # a bad schedule fails here, not at the first step
+        self.schedule: Callable[[int], bool] = lambda step: step == 0 or base(step + 1)  # step s ends at global_step s + 1
         self.every, self.layers, self.verbose = every, layers, verbose
         self.monitor: Monitor | None = None
         self._entries: dict[str, float] = {}
         self._found: list[dict[str, Any]] = []
-
-    def _schedule(self) -> Callable[[int], bool]:
-        base = self._base
-        return lambda step: step == 0 or base(step + 1)  # step s ends with global_step s + 1
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        model: nn.Module | None = None, optimizer: Any = None, **kwargs: Any) -> None:  # fmt: skip
         if model is None:
             raise ValueError("TrainabilityCallback needs the Trainer's model: the Trainer passes it to on_train_begin")
         self.on_train_end(args, state, control)  # a run that raised left its monitor behind
-        if not _go_first(self):
+        handler, trainer = _callers(self)
+        if handler is None:
             warnings.warn(
-                "TrainabilityCallback could not move ahead of the Trainer's report_to integrations: its figures "
-                "and findings reach trainer.state.log_history but not the integrations",
+                "TrainabilityCallback could not find the Trainer calling it: its figures and findings reach "
+                "trainer.state.log_history but not the report_to integrations, and under DDP each rank judges "
+                "its own statistics",
                 RuntimeWarning,
                 stacklevel=2,
             )
-        self.monitor = Monitor(model, optimizer, every=self._schedule(), layers=self.layers)
+        else:  # first in the list the handler is iterating over: every later callback keeps its index
+            handler.callbacks.remove(self)
+            handler.callbacks.insert(0, self)
+        # the model as the Trainer runs it (DDP's wrapper): the Monitor combines statistics across its ranks
+        wrapped = getattr(trainer, "model_wrapped", None)
+        if wrapped is None or unwrap(wrapped)[0] is not model:
+            wrapped = model
+        self.monitor = Monitor(wrapped, optimizer, every=self.schedule, layers=self.layers)
         self.monitor.steps_done = state.global_step  # resumed from a checkpoint: the Trainer's count goes on
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
@@ -99,8 +112,11 @@ class TrainabilityCallback(TrainerCallback):
                 print(describe(finding), flush=True)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        if self._entries:
-            control.should_log = True  # the Trainer logs this step, with what it recorded
+        # The Trainer logs this step, with what was recorded. Logging gathers the loss from every
+        # rank, so under DDP only the schedule, the same on every rank, may ask for it (rank 0
+        # alone has findings); on one process a finding between records is logged at its step too.
+        if self.monitor is not None and (self.schedule(state.global_step - 1) or (self._entries and args.world_size == 1)):
+            control.should_log = True
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, Any] | None = None, **kwargs: Any) -> None:  # fmt: skip
@@ -118,25 +134,24 @@ class TrainabilityCallback(TrainerCallback):
             self.monitor.close()
 
 
-def _go_first(callback: TrainerCallback) -> bool:
-    """Move ``callback`` to the front of the callback list of the ``CallbackHandler`` that is
-    calling it (found up the call stack), so that its ``on_log`` runs before the ``report_to``
-    integrations'. The handler is iterating over that list: taking the callback out at index
-    ``i`` and putting it first leaves every later callback at its index, so the iteration goes
-    on with the next one, none skipped or called twice."""
+def _callers(callback: TrainerCallback) -> tuple[CallbackHandler | None, Any]:
+    """The ``CallbackHandler`` calling ``callback`` and the Trainer owning that handler, found up
+    the call stack (``None`` where not found)."""
+    handler = trainer = None
     frame = inspect.currentframe()
     try:
         caller = frame.f_back if frame is not None else None
-        for _ in range(8):
+        for _ in range(12):
             if caller is None:
                 break
-            handler = caller.f_locals.get("self")
-            if isinstance(handler, CallbackHandler) and any(cb is callback for cb in handler.callbacks):
-                handler.callbacks.remove(callback)
-                handler.callbacks.insert(0, callback)
-                return True
+            owner = caller.f_locals.get("self")
+            if handler is None and isinstance(owner, CallbackHandler) and any(cb is callback for cb in owner.callbacks):
+                handler = owner
+            elif handler is not None and getattr(owner, "callback_handler", None) is handler:
+                trainer = owner
+                break
             caller = caller.f_back
-        return False
+        return handler, trainer
     finally:
         del frame
 

@@ -28,6 +28,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("trainability.integrations.lightning needs Lightning: pip install 'trainability[lightning]'") from exc
 
+from trainability.adapters.wrappers import unwrap
 from trainability.integrations._shared import PREFIX, describe, figures, log_entries
 from trainability.monitor import MODEL, Monitor, Schedule, make_schedule
 
@@ -50,7 +51,10 @@ class TrainabilityCallback(pl.Callback):
         if self.monitor is not None:
             self.monitor.close()  # a fit that raised left its monitor behind
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
-        self.monitor = Monitor(pl_module, optimizer, every=self.every, layers=self.layers)
+        # the module as the strategy runs it (DDP's wrapper): the Monitor combines statistics across its ranks
+        wrapped = trainer.strategy.model
+        model = wrapped if wrapped is not None and unwrap(wrapped)[0] is pl_module else pl_module
+        self.monitor = Monitor(model, optimizer, every=self.every, layers=self.layers)
         self.monitor.steps_done = trainer.global_step  # resumed from a checkpoint: Lightning's count goes on
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
