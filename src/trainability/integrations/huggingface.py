@@ -104,9 +104,10 @@ class TrainabilityCallback(TrainerCallback):
             return
         before = len(self.monitor.records)
         new = self.monitor.step()  # the loss: the one the model's last training forward returned
-        if len(self.monitor.records) > before or new:
-            self._entries = log_entries(figures(self.monitor, before), new)
-            self._found += [f.to_dict() for f in new]
+        for key, value in log_entries(figures(self.monitor, before), new).items():  # until the next log
+            counted = key.startswith(f"{PREFIX}finding/")
+            self._entries[key] = self._entries.get(key, 0.0) + value if counted else value
+        self._found += [f.to_dict() for f in new]
         if self.verbose and state.is_world_process_zero:
             for finding in new:
                 print(describe(finding), flush=True)
