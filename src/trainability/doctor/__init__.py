@@ -28,17 +28,6 @@ from trainability.losses import default_loss, surrogate_loss
 __all__ = ["BlockStats", "Finding", "LayerStats", "Report", "TimeStats", "diagnose", "surrogate_loss"]
 
 
-def _input_standardization(x: torch.Tensor) -> tuple[float | None, float | None]:
-    if not x.is_floating_point() or x.shape[0] < 2:
-        return None, None
-    flat = x.detach().float().reshape(x.shape[0], -1)
-    std, mean = torch.std_mean(flat, dim=0)
-    live = std > 0
-    if not live.any():
-        return float(mean.pow(2).mean().sqrt()), math.inf
-    return float(mean.pow(2).mean().sqrt()), float(std[live].log().pow(2).mean().sqrt())
-
-
 def layer_stats(record: Record, links: dict, numel: int) -> list[LayerStats]:
     """The :class:`LayerStats` rows of one capture record (after ``Capture.collect``): one for
     an activation, one per weight for a weight module."""
@@ -174,7 +163,7 @@ def diagnose(
     targets = batch.targets
     batch_size = batch.size
     input_finite = all(bool(torch.isfinite(a).all()) for a in batch.tensors if a.is_floating_point())
-    mean_rms, log_std_rms = _input_standardization(batch.first)
+    input_summary = rules.input_stats(batch.first)
     blocks = graph.block_groups(model)
 
     with (preserved(model), adapters.preserved_state(model),  # a Keras model's moving statistics too
@@ -218,8 +207,7 @@ def diagnose(
             loss=loss_value,
             batch_size=batch_size,
             input_finite=input_finite,
-            input_mean_rms=mean_rms,
-            input_log_std_rms=log_std_rms,
+            inputs=input_summary,
             skips=skips,
             blocks=stream,
             time=time,
