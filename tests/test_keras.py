@@ -33,6 +33,7 @@ from trainability import Monitor, adapters, diagnose, fit, initialize  # noqa: E
 from trainability.adapters import keras as keras_adapter  # noqa: E402
 from trainability.cli import main  # noqa: E402
 from trainability.graph import find_consumers, skip_connections  # noqa: E402
+from trainability.integrations.keras import TrainabilityCallback as KerasCallback  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "keras_textbook.py"
@@ -381,7 +382,7 @@ def test_trainability_fit_trains_a_keras_model_in_training_mode():
 def test_monitor_callback_in_keras_fit():
     model = stack("relu", "he_normal", depth=3, width=32)
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    callback = keras_adapter.TrainabilityCallback(every=4, verbose=False)
+    callback = KerasCallback(every=4, verbose=False)
     x, y = (t.numpy() for t in data(256))
     model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[callback])
     rows = callback.monitor.rows

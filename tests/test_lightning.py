@@ -5,7 +5,7 @@ import torch.nn.functional as F
 pl = pytest.importorskip("lightning.pytorch")
 
 from trainability import mlp  # noqa: E402
-from trainability.lightning import TrainabilityCallback  # noqa: E402
+from trainability.integrations.lightning import TrainabilityCallback  # noqa: E402
 
 
 class Classifier(pl.LightningModule):

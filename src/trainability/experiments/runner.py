@@ -77,7 +77,8 @@ class ModelSpec:
     batch_norm: str = "none"
 
     def build(self, in_features: int, out_features: int, *, seed: int, sample: torch.Tensor) -> nn.Module:
-        from trainability import initialize, mlp
+        from trainability.initialization import initialize
+        from trainability.models import mlp
 
         torch.manual_seed(seed)
         model = mlp(in_features, out_features, depth=self.depth, width=self.width, activation=self.activation,
@@ -153,9 +154,9 @@ class Outcome:
 
 
 def environment() -> dict[str, Any]:
-    import trainability
+    from trainability._version import __version__
 
-    return {"trainability": trainability.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"trainability": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "host": platform.node(), "pid": os.getpid(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}  # fmt: skip
 
@@ -252,7 +253,8 @@ def train(task: Task, progress: Progress | None = None) -> Outcome:
 
 def _train(task: Task, progress: Progress | None, outcome: Outcome) -> None:
     """Fill ``outcome`` as the run goes, so a run that fails half-way keeps what it measured."""
-    from trainability import Monitor, fit
+    from trainability.monitor import Monitor
+    from trainability.training import fit
 
     torch.set_flush_denormal(True)  # saturated sigmoid stacks make denormal floats, slow on CPUs
     splits = task.data.load()

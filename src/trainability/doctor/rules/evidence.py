@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from trainability.doctor.report import BlockStats, LayerStats, TimeStats
+from trainability.doctor.records import BlockStats, LayerStats, TimeStats
 from trainability.graph import Link
 
 

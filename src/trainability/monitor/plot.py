@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from trainability.doctor.plot import _pyplot
 
-if TYPE_CHECKING:
-    from trainability.monitor import Monitor
 
-
-def plot_monitor(monitor: Monitor, path: Path) -> Path:
+def plot_monitor(monitor: Any, path: Path) -> Path:
+    """Draw a :class:`~trainability.monitor.Monitor`'s records (``rows``, ``findings``) to ``path``."""
     import numpy as np
 
     plt = _pyplot()

@@ -37,7 +37,7 @@ from trainability import adapters
 from trainability.batches import Batch, model_loss
 from trainability.doctor import diagnose, layer_stats, rules
 from trainability.doctor.capture import Capture
-from trainability.doctor.report import Finding, LayerStats
+from trainability.doctor.records import Finding, LayerStats
 from trainability.graph import find_consumers, hooked_modules
 
 DEFAULT_EVERY = 100
@@ -249,7 +249,7 @@ class Monitor:
     def plot(self, path: str | Path) -> Path:
         """A heat map of each weight layer's output-gradient norm over the recorded steps, and the
         dead and saturated fractions over time."""
-        from trainability.monitor_plot import plot_monitor
+        from trainability.monitor.plot import plot_monitor
 
         return plot_monitor(self, Path(path))
 
