@@ -308,6 +308,27 @@ def test_unbuilt_model_builds_on_the_batch_or_says_how():
     assert diagnose(model, torch.randn(32, 8)).layers[0].name == model.layers[0].name
 
 
+def test_numpy_arrays_as_keras_fit_takes_them():
+    """x and y as NumPy arrays (float64 features, integer labels): the report of the same batch as
+    tensors; an unbuilt model builds on them; several inputs as a list of arrays."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(128, 20)), rng.integers(0, 3, 128)
+    model = stack("sigmoid", keras.initializers.RandomNormal(0.0, 1.0), depth=6, width=32)
+    ours, reference = diagnose(model, x, y), diagnose(model, torch.tensor(x, dtype=torch.float32), torch.tensor(y))
+    assert verdicts(ours) == verdicts(reference) and "saturated_units" in {f.kind for f in ours.findings}
+    assert ours.loss == pytest.approx(reference.loss, rel=1e-6)
+    unbuilt = keras.Sequential([layers.Dense(16, activation="relu"), layers.Dense(3)])
+    assert initialize(unbuilt, data=x).entries[0].fan_in == 20
+    a, b = keras.Input((6,)), keras.Input((4,))
+    joined = layers.Concatenate()([layers.Dense(8, activation="relu")(a), layers.Dense(8, activation="relu")(b)])
+    two = keras.Model([a, b], layers.Dense(3)(joined))
+    xa, xb = rng.normal(size=(64, 6)), rng.normal(size=(64, 4))
+    listed = diagnose(two, [xa, xb], y[:64])
+    assert listed.loss == pytest.approx(diagnose(two, (torch.tensor(xa).float(), torch.tensor(xb).float()), torch.tensor(y[:64])).loss)
+    with torch.no_grad():
+        assert listed.loss == pytest.approx(float(nn.functional.cross_entropy(two([xa, xb]), torch.tensor(y[:64]))), rel=1e-5)
+
+
 # -- initialize --------------------------------------------------------------------------------
 def wide():
     return keras.Sequential([keras.Input((512,)), layers.Dense(768, activation="relu"), layers.Dense(512, activation="selu"),

@@ -115,6 +115,9 @@ class View:
     def call_options(self) -> dict[str, Any]:
         return self.adapter.call_options(self.model)
 
+    def call_args(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return self.adapter.call_args(self.model, args)
+
 
 def view(model: Any) -> View:
     """The :class:`View` of a model: wrappers taken off, its framework decided (a view is
@@ -186,6 +189,13 @@ def call_options(model: nn.Module | View) -> dict[str, Any]:
     """Keyword arguments a forward call needs besides the batch: a Keras model's ``training``."""
     adapter, m = _model(model)
     return adapter.call_options(m)
+
+
+def call_args(model: nn.Module | View, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A batch's positional inputs as the model takes them: one argument each for a torch model,
+    one list for a Keras model with several inputs."""
+    adapter, m = _model(model)
+    return adapter.call_args(m, args)
 
 
 @contextlib.contextmanager
@@ -319,7 +329,7 @@ def is_ordinary_dropout(module: nn.Module) -> bool:
 __all__ = [
     "ADAPTERS", "CONV_TYPES", "FOREIGN_ACTIVATIONS", "GATES", "NORM_TYPES", "PACKED_QKV", "QK_PAIRS",
     "RECURRENT_TYPES", "TRANSPARENT_TYPES", "Attention", "Role", "View", "Weight", "activation", "adapter_of",
-    "attention_layers", "biases", "bidirectional_halves", "build", "call_options", "check_model",
+    "attention_layers", "biases", "bidirectional_halves", "build", "call_args", "call_options", "check_model",
     "example_batch", "foreign_activation", "foreign_hyperparameters", "forget_gate_bias", "hooked_modules",
     "internal_activations", "is_norm", "is_ordinary_dropout", "is_transparent", "is_weight_module", "join",
     "keras_initializer", "keras_of", "module_weights", "named_modules", "norm_affine", "preserved_state",

@@ -221,7 +221,7 @@ def build(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     no autograd), as Keras does on its first call."""
     if is_keras(model) and not model.built:
         with torch.no_grad():
-            model(*args, **{"training": False, **kwargs})
+            model(*call_args(model, args), **{"training": False, **kwargs})
 
 
 # -- weights -----------------------------------------------------------------------------------
@@ -648,6 +648,12 @@ def call_options(model: Any) -> dict[str, Any]:
     torch's train/eval flag; pass the flag (a fresh model is in training mode, as in PyTorch;
     ``model.fit`` leaves it in eval mode)."""
     return {"training": bool(model.training)}
+
+
+def call_args(model: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A Keras model takes several inputs as one list (``model([x1, x2])``, as ``fit([x1, x2], y)``),
+    not as positional arguments."""
+    return ([*args],) if len(args) > 1 else args
 
 
 def state(model: Any) -> list[torch.Tensor]:

@@ -351,6 +351,11 @@ def call_options(model: nn.Module) -> dict[str, Any]:
     return {}
 
 
+def call_args(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Positional inputs as ``forward`` takes them: one argument each."""
+    return args
+
+
 def build(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """A torch model's weights exist from its construction."""
 
