@@ -67,6 +67,8 @@ def torch_twin(model) -> nn.Sequential:
                 out.append(TORCH_ACTIVATIONS[fused]())
         elif kind == "LeakyReLU":
             out.append(nn.LeakyReLU(layer.negative_slope))
+        elif kind == "ReLU":  # ReLU(max_value=6) is torch's ReLU6
+            out.append(nn.ReLU() if layer.max_value is None else nn.Hardtanh(0.0, float(layer.max_value)))
         elif kind == "PReLU":
             alpha = layer.alpha.value.detach()
             prelu = nn.PReLU(alpha.numel())
@@ -145,6 +147,10 @@ TEXTBOOK = {
         m for _ in range(8) for m in (layers.Dense(64, kernel_initializer="he_normal"), layers.PReLU())
     ] + [layers.Dense(3)]),
     "selu": lambda: stack("selu", "lecun_normal"),
+    # MobileNet's ReLU6: Dense(..., kernel_initializer='he_normal'), ReLU(max_value=6)
+    "relu6": lambda: keras.Sequential([keras.Input((20,))] + [
+        m for _ in range(12) for m in (layers.Dense(48, kernel_initializer="he_normal"), layers.ReLU(max_value=6.0))
+    ] + [layers.Dense(3)]),
 }  # fmt: skip
 
 
@@ -165,6 +171,10 @@ SICK = {
                                  {"vanishing_gradients", "init_mismatch", "beyond_depth_scale"}),
     "tanh N(0, 1), separate layers": (lambda: stack("tanh", keras.initializers.RandomNormal(0.0, 1.0), fused=False),
                                       {"saturated_units", "init_mismatch"}),
+    "relu6 at its cap": (lambda: keras.Sequential([keras.Input((20,))] + [
+        m for _ in range(8) for m in (layers.Dense(64, kernel_initializer="he_normal", bias_initializer=keras.initializers.Constant(8.0)),
+                                      layers.ReLU(max_value=6.0))
+    ] + [layers.Dense(3)]), {"saturated_units"}),
 }  # fmt: skip
 
 

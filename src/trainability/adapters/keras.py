@@ -404,6 +404,8 @@ def _function_activation(function: Any) -> tuple[ActivationSpec, dict[str, Any]]
     given = {_RENAMED.get(k, k): v for k, v in {**defaults, **keywords}.items()}
     if spec.name == "relu" and given.get("negative_slope"):
         spec = activations.get("leaky_relu")
+    elif spec.name == "relu" and given.get("max_value") is not None:  # relu(x, max_value=6): capped
+        spec, given = activations.get("relu6"), {"max_val": float(given["max_value"])}
     if spec.name == "gelu" and isinstance(given.get("approximate"), bool):
         given["approximate"] = "tanh" if given["approximate"] else "none"
     return spec, {k: v for k, v in given.items() if k in spec.defaults}
@@ -411,9 +413,12 @@ def _function_activation(function: Any) -> tuple[ActivationSpec, dict[str, Any]]
 
 def _layer_activation(layer: Any) -> tuple[ActivationSpec, dict[str, Any]] | None:
     kind = keras_class(layer)
-    if kind == "ReLU":
+    if kind == "ReLU":  # ReLU(max_value=6) is ReLU6; a leaky one is read as leaky (its cap, if any, is not)
         slope = float(layer.negative_slope or 0.0)
-        return (activations.get("leaky_relu"), {"negative_slope": slope}) if slope else (activations.get("relu"), {})
+        if slope:
+            return activations.get("leaky_relu"), {"negative_slope": slope}
+        cap = getattr(layer, "max_value", None)
+        return (activations.get("relu6"), {"max_val": float(cap)}) if cap is not None else (activations.get("relu"), {})
     if kind == "LeakyReLU":
         return activations.get("leaky_relu"), {"negative_slope": float(layer.negative_slope)}
     if kind == "PReLU":

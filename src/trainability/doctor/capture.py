@@ -117,10 +117,11 @@ class Capture:
         tensors' own dtype (faster, for the monitor) instead of float64, so a float32 square
         norm overflows to inf beyond about 1e19; ``training_only`` skips modules in eval mode.
 
-        ``consumers`` (weight module name -> the ActivationSpec fed directly, or None) hooks weight
-        modules only, half the hooks: dead and saturated units are then read off the
-        pre-activation (a ReLU unit is alive where its input is ever positive; a sigmoid/tanh
-        output saturates beyond ``spec.saturation_bound()``). Without ``precise``, each weight's
+        ``consumers`` (weight module name -> the ActivationSpec fed directly, or ``(spec,
+        hyperparameters)``, or None) hooks weight modules only, half the hooks: dead and saturated
+        units are then read off the pre-activation (a ReLU unit is alive where its input is ever
+        positive; a sigmoid/tanh output saturates beyond ``spec.saturation_bound()``, a capped
+        one at its cap). Without ``precise``, each weight's
         sum and norm are re-read every ``WEIGHT_REFRESH``-th collection.
 
         ``blocks`` (groups of sibling module names, :func:`trainability.graph.block_groups`) are
@@ -141,9 +142,11 @@ class Capture:
             role = "weight" if weights else "activation" if graph.is_activation(module) else "other"
             if consumers is not None:
                 if role == "weight":
-                    self._leaves.append((name, module, role, consumers.get(name), weights))
+                    fed = consumers.get(name)
+                    self._leaves.append((name, module, role, fed if fed is None or isinstance(fed, tuple) else (fed, {}), weights))
             else:
-                self._leaves.append((name, module, role, graph.activation_of(module) if role == "activation" else None, weights))
+                act = graph.activation_and_hyperparameters(module) if role == "activation" else (None, {})
+                self._leaves.append((name, module, role, act if act[0] is not None else None, weights))
         modules = dict(model.named_modules())
         self._groups = [[(n, modules[n]) for n in group] for group in (blocks or [])]
         self._time = time
@@ -203,7 +206,7 @@ class Capture:
     def _active(self, mod: nn.Module) -> bool:
         return torch.is_grad_enabled() and not (self._training_only and not mod.training)
 
-    def _hook(self, name: str, module: nn.Module, role: str, spec: Any, weights: list[adapters.Weight]):  # noqa: ANN202
+    def _hook(self, name: str, module: nn.Module, role: str, act: Any, weights: list[adapters.Weight]):  # noqa: ANN202
         cell = isinstance(module, nn.RNNCellBase) and self._time
 
         def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -225,7 +228,7 @@ class Capture:
             if role == "weight":
                 self._last_weight = mod
             record = Record(name, mod, role, len(self.records), out.numel(), inputs=producers, weights=weights)
-            self._forward_stats(record, out.detach(), spec)
+            self._forward_stats(record, out.detach(), act)
             self.records[name] = record
             self._producers[id(out)] = name
             self._keep.append(out)
@@ -355,7 +358,7 @@ class Capture:
         return [(name, e) for name, e in order if e["group"] in residual and (
             e["side"] == "input" or (e["index"] == last[e["group"]] and self.residual.adds_itself(e["group"])))]  # fmt: skip
 
-    def _forward_stats(self, record: Record, x: torch.Tensor, spec: Any) -> None:
+    def _forward_stats(self, record: Record, x: torch.Tensor, act: tuple[Any, dict[str, Any]] | None) -> None:
         # The sum (NaN/Inf propagate; in float64 finite values cannot overflow) and the norm;
         # mean and std follow on the host (torch.std_mean is 30x slower on a CPU: 150 us against
         # 5 us for a 128 x 256 tensor). Fast mode (the monitor) reduces in the tensor's dtype.
@@ -363,7 +366,8 @@ class Capture:
         dtype = self._dtype
         stats = [x.sum(dtype=dtype or x.dtype), torch.linalg.vector_norm(x, dtype=dtype or x.dtype)]
         names = ["sum", "norm"]
-        if spec is not None:
+        if act is not None:
+            spec, hyperparameters = act
             if spec.can_die and x.dim() >= 2:
                 unit_dim = -1 if x.dim() == 2 or not isinstance(self._last_weight, nn.modules.conv._ConvNd) else 1
                 units = x if x.dim() == 2 else x.movedim(unit_dim, -1).reshape(-1, x.shape[unit_dim])
@@ -373,11 +377,8 @@ class Capture:
                 else:
                     stats.append((units.amax(dim=0) > 0).sum(dtype=dtype))
                     names.append("alive_units")
-            if spec.relative_derivative is not None:
-                if self._pre_activation:
-                    saturated = x.abs() > spec.saturation_bound(SATURATION_THRESHOLD)
-                else:
-                    saturated = spec.relative_derivative(x) < SATURATION_THRESHOLD
+            if spec.saturates():
+                saturated = spec.saturated(x, pre_activation=self._pre_activation, threshold=SATURATION_THRESHOLD, **hyperparameters)
                 stats.append(saturated.sum(dtype=dtype))
                 names.append("saturated_count")
         record.forward, record.forward_stats = stats, names
