@@ -339,6 +339,28 @@ def test_numpy_arrays_as_keras_fit_takes_them():
         assert listed.loss == pytest.approx(float(nn.functional.cross_entropy(two([xa, xb]), torch.tensor(y[:64]))), rel=1e-5)
 
 
+def test_eval_mode_batch_norms_that_never_saw_a_batch_use_the_batchs_statistics():
+    """A Keras CNN in eval mode whose BatchNormalization moving statistics are still 0 and 1: the
+    doctor judges what a training step runs (the same verdict and loss as in training mode) and
+    says so; once the statistics have moved, eval mode is judged as it is."""
+    model = keras.Sequential([keras.Input((12, 12, 3))] + [
+        m for _ in range(6) for m in (layers.Conv2D(16, 3, padding="same", use_bias=False), layers.BatchNormalization(), layers.ReLU())
+    ] + [layers.GlobalAveragePooling2D(), layers.Dense(4)])  # fmt: skip
+    x, y = torch.randn(16, 12, 12, 3), torch.randint(0, 4, (16,))
+    training = diagnose(model, x, y)
+    model.eval()
+    report = diagnose(model, x, y)
+    assert verdicts(report) == verdicts(training) and report.loss == pytest.approx(training.loss, rel=1e-5)
+    assert len(report.notes) == 1 and "batch_normalization" in report.notes[0]
+    assert all(float(v.value.abs().sum()) in (0.0, 16.0) for v in model.non_trainable_variables if "moving" in v.path)
+    with torch.no_grad():
+        for _ in range(3):
+            model(x, training=True)  # the moving statistics move
+    report = diagnose(model, x, y)
+    with torch.no_grad():
+        assert report.notes == [] and report.loss == pytest.approx(float(nn.functional.cross_entropy(model(x, training=False), y)), rel=1e-5)
+
+
 # -- initialize --------------------------------------------------------------------------------
 def wide():
     return keras.Sequential([keras.Input((512,)), layers.Dense(768, activation="relu"), layers.Dense(512, activation="selu"),

@@ -213,6 +213,24 @@ def preserved_state(model: nn.Module | View) -> Iterator[None]:
                 t.copy_(value)
 
 
+def untouched_statistics(model: nn.Module | View) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` for every normalization that a pass in the model's current mode would run
+    on running statistics no batch has updated yet (eval mode, BatchNorm still at mean 0 and
+    variance 1): that pass is not the network anyone trains or deploys."""
+    adapter, m = _model(model)
+    return adapter.untouched_statistics(m)
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module | View, layers: list[tuple[str, nn.Module]]) -> Iterator[None]:
+    """Run these normalizations (from :func:`untouched_statistics`) on the batch's own statistics
+    for the duration, as a training step does; what that updates is restored by the doctor's
+    ``preserved`` and :func:`preserved_state`."""
+    adapter, m = _model(model)
+    with adapter.batch_statistics(m, layers):
+        yield
+
+
 def build(model: nn.Module | View, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Make the model's weights exist: a Keras model that has never run builds on this batch."""
     adapter, m = _model(model)
@@ -329,9 +347,9 @@ def is_ordinary_dropout(module: nn.Module) -> bool:
 __all__ = [
     "ADAPTERS", "CONV_TYPES", "FOREIGN_ACTIVATIONS", "GATES", "NORM_TYPES", "PACKED_QKV", "QK_PAIRS",
     "RECURRENT_TYPES", "TRANSPARENT_TYPES", "Attention", "Role", "View", "Weight", "activation", "adapter_of",
-    "attention_layers", "biases", "bidirectional_halves", "build", "call_args", "call_options", "check_model",
+    "attention_layers", "batch_statistics", "biases", "bidirectional_halves", "build", "call_args", "call_options", "check_model",
     "example_batch", "foreign_activation", "foreign_hyperparameters", "forget_gate_bias", "hooked_modules",
     "internal_activations", "is_norm", "is_ordinary_dropout", "is_transparent", "is_weight_module", "join",
     "keras_initializer", "keras_of", "module_weights", "named_modules", "norm_affine", "preserved_state",
-    "reads_backwards", "time_dim", "unread_weights", "view", "weight_modules", "weights",
+    "reads_backwards", "time_dim", "unread_weights", "untouched_statistics", "view", "weight_modules", "weights",
 ]  # fmt: skip

@@ -41,12 +41,13 @@ Keras is imported only for a Keras object (``import trainability`` never imports
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
 import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -665,6 +666,40 @@ def state(model: Any) -> list[torch.Tensor]:
     """Tensors a training-mode pass may change besides the weights: every non-trainable variable
     (BatchNormalization's moving statistics, the dropout seed generators' states)."""
     return [v.value for v in model.non_trainable_variables]
+
+
+def untouched_statistics(model: Any) -> list[tuple[str, Any]]:
+    """``BatchNormalization`` layers that this pass would run in inference mode (the model in eval
+    mode, so ``training=False``) on moving statistics no batch has updated: still at Keras' initial
+    mean 0 and variance 1. A model Keras' ``fit`` has trained has none."""
+    if model.training:
+        return []
+    found = []
+    for name, layer in named_layers(model):
+        mean, variance = _variable(layer, "moving_mean"), _variable(layer, "moving_variance")
+        if name and _is(layer, {"BatchNormalization"}) and mean is not None and variance is not None:
+            with torch.no_grad():
+                if bool((mean.value == 0).all()) and bool((variance.value == 1).all()):
+                    found.append((name, layer))
+    return found
+
+
+@contextlib.contextmanager
+def batch_statistics(model: Any, layers: list[tuple[str, Any]]) -> Iterator[None]:
+    """For the duration, these ``BatchNormalization`` layers are called with ``training=True``
+    (batch statistics, as in a training step; Keras has resolved the argument when the torch
+    pre-hook sees it). The moving statistics such a call updates are restored by
+    :func:`trainability.adapters.preserved_state`."""
+
+    def train(_layer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return args, {**kwargs, "training": True}
+
+    handles = [layer.register_forward_pre_hook(train, with_kwargs=True) for _, layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def biases(module: Any) -> list[torch.Tensor]:

@@ -119,6 +119,22 @@ def _attention(model: nn.Module, capture: Capture) -> list[tuple[str, float, lis
     return out
 
 
+def _untouched_note(untouched: list[tuple[str, Any]]) -> list[str]:
+    """Normalizations in eval mode whose running statistics no batch has updated (mean 0, variance
+    1) do not normalize: a forward through them is the network neither a training step (batch
+    statistics) nor a trained model (the data's running statistics) runs, and judging it reports
+    what no one will train (a plain stack of identity norms: a stream that grows, a vanishing
+    gradient at PyTorch's default conv init, an overconfident first loss). So the pass ran them on
+    the batch's statistics, and the report says so."""
+    if not untouched:
+        return []
+    names = [n for n, _ in untouched]
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return [f"{len(names)} normalization layer(s) ({shown}) are in eval mode with running statistics no batch has "
+            "updated yet (mean 0, variance 1), so they would not normalize; this pass used each batch's statistics, "
+            "as training does. Train, or run batches in train mode, before evaluating the model in eval mode."]
+
+
 def _time(capture: Capture, model: nn.Module) -> list[TimeStats]:
     found = {r.name: TimeStats(r.name, type(r.module).__name__, r.time_values)
              for r in capture.records.values() if len(r.time_values) > 1}  # fmt: skip
@@ -155,7 +171,11 @@ def diagnose(
     The model is left exactly as it was: parameters, ``.grad``, train/eval mode, buffers (BatchNorm
     running statistics), the RNG state; and no hook stays behind, even when the forward raises.
     A Keras 3 model (PyTorch backend) runs with ``training=`` its torch train/eval flag, and its
-    layers are reported by their Keras names.
+    layers are reported by their Keras names. NumPy arrays are taken wherever tensors are.
+
+    The pass runs in the model's own mode, but for normalizations in eval mode whose running
+    statistics no batch has updated (mean 0, variance 1): those normalize with the batch's
+    statistics, as a training step does, and ``report.notes`` says so (docs/DOCTOR.md).
     """
     adapters.check_model(model)
     batch = Batch.of(inputs, targets)
@@ -166,7 +186,9 @@ def diagnose(
     input_summary = rules.input_stats(batch.first)
     blocks = graph.block_groups(model)
 
+    untouched = adapters.untouched_statistics(model)
     with (preserved(model), adapters.preserved_state(model),  # a Keras model's moving statistics too
+          adapters.batch_statistics(model, untouched),  # as a training step normalizes (see _untouched_note)
           Capture(model, blocks=blocks, time=True) as capture, torch.enable_grad()):
         try:
             output = batch(model)
@@ -228,4 +250,4 @@ def diagnose(
                 found = rules.explain_depth(found, rules.beyond_depth_scale(evidence, adapters.named_modules(model)))
         found += rules.self_normalization(evidence, adapters.named_modules(model))
     return Report(layers=layers, findings=found, loss=loss_value, batch_size=batch_size, blocks=stream, time=time,
-                  unread=adapters.unread_weights(model))
+                  unread=adapters.unread_weights(model), notes=_untouched_note(untouched))
