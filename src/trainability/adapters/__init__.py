@@ -38,7 +38,7 @@ from torch import nn
 
 from trainability.activations import ActivationSpec
 from trainability.adapters import pytorch
-from trainability.adapters.base import GATES, Attention, Role, Weight, join
+from trainability.adapters.base import GATES, Attention, Role, Stream, Weight, join
 from trainability.adapters.pytorch import (
     ADAPTERS,
     CONV_TYPES,
@@ -213,6 +213,14 @@ def preserved_state(model: nn.Module | View) -> Iterator[None]:
                 t.copy_(value)
 
 
+def residual_stream(model: nn.Module | View) -> Stream | None:
+    """The residual stream read off a model's own layer graph (a Keras functional model whose
+    blocks are written inline, joined by ``Add``), or ``None`` (a torch model's blocks are modules,
+    found on a pass by :func:`trainability.graph.block_groups`)."""
+    adapter, m = _model(model)
+    return adapter.residual_stream(m)
+
+
 def untouched_statistics(model: nn.Module | View) -> list[tuple[str, nn.Module]]:
     """``(name, layer)`` for every normalization that a pass in the model's current mode would run
     on running statistics no batch has updated yet (eval mode, BatchNorm still at mean 0 and
@@ -288,6 +296,12 @@ def is_norm(module: nn.Module) -> bool:
     return adapter_of(module).is_norm(module)
 
 
+def channel_axis(module: nn.Module) -> int:
+    """Where a weight module's output keeps its units: 1 for a torch convolution or a Keras one
+    with ``channels_first``, else -1 (dense layers, Keras' ``channels_last`` convolutions)."""
+    return adapter_of(module).channel_axis(module)
+
+
 def is_transparent(module: nn.Module) -> bool:
     """Does the module pass each unit's signal on unchanged in kind (dropout, pooling, reshaping)?"""
     return adapter_of(module).is_transparent(module)
@@ -346,10 +360,10 @@ def is_ordinary_dropout(module: nn.Module) -> bool:
 
 __all__ = [
     "ADAPTERS", "CONV_TYPES", "FOREIGN_ACTIVATIONS", "GATES", "NORM_TYPES", "PACKED_QKV", "QK_PAIRS",
-    "RECURRENT_TYPES", "TRANSPARENT_TYPES", "Attention", "Role", "View", "Weight", "activation", "adapter_of",
-    "attention_layers", "batch_statistics", "biases", "bidirectional_halves", "build", "call_args", "call_options", "check_model",
+    "RECURRENT_TYPES", "TRANSPARENT_TYPES", "Attention", "Role", "Stream", "View", "Weight", "activation", "adapter_of",
+    "attention_layers", "batch_statistics", "biases", "bidirectional_halves", "build", "call_args", "call_options", "channel_axis", "check_model",
     "example_batch", "foreign_activation", "foreign_hyperparameters", "forget_gate_bias", "hooked_modules",
     "internal_activations", "is_norm", "is_ordinary_dropout", "is_transparent", "is_weight_module", "join",
     "keras_initializer", "keras_of", "module_weights", "named_modules", "norm_affine", "preserved_state",
-    "reads_backwards", "time_dim", "unread_weights", "untouched_statistics", "view", "weight_modules", "weights",
+    "reads_backwards", "residual_stream", "time_dim", "unread_weights", "untouched_statistics", "view", "weight_modules", "weights",
 ]  # fmt: skip

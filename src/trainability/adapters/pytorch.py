@@ -201,6 +201,11 @@ def unread_weights(model: nn.Module) -> list[str]:
 
 
 # -- what a module is ------------------------------------------------------------------------------
+def channel_axis(module: nn.Module) -> int:
+    """Where a weight module's output keeps its units: 1 for a convolution's channels, else the last."""
+    return 1 if isinstance(module, nn.modules.conv._ConvNd) else -1
+
+
 def is_norm(module: nn.Module) -> bool:
     """A normalization layer: torch's (BatchNorm, LayerNorm, GroupNorm, RMSNorm) or another
     library's, recognized by its class name (``LlamaRMSNorm``, ``T5LayerNorm``)."""
@@ -398,6 +403,16 @@ def batch_statistics(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> I
 
 def initializer(identifier: Any) -> Any:
     return identifier
+
+
+def block_groups(model: nn.Module) -> list[list[str]]:
+    """Found by :func:`trainability.graph.block_groups` for a torch model (``ModuleList`` s and ``Sequential`` s)."""
+    raise NotImplementedError("graph.block_groups reads a torch model's blocks itself")
+
+
+def residual_stream(model: nn.Module) -> None:
+    """A torch model's residual blocks are modules, found on a pass (:func:`trainability.graph.block_groups`)."""
+    return None
 
 
 def successors(model: nn.Module) -> dict[str, list[str]] | None:

@@ -69,7 +69,7 @@ def layer_stats(record: Record, links: dict, numel: int) -> list[LayerStats]:
 
 def _blocks(capture: Capture) -> list[BlockStats]:
     """The residual stream, block by block (empty for a network without residual blocks)."""
-    modules = dict(capture.model.named_modules())
+    modules = dict(adapters.named_modules(capture.model))
     return [BlockStats(name, type(modules[name.removesuffix(":output")]).__name__, e.get("mean", math.nan),
                        e.get("std", math.nan), e.get("grad_rms"), e.get("unit_grad_rms"), e.get("shape"))
             for name, e in capture.stream_points()]  # fmt: skip
@@ -77,8 +77,9 @@ def _blocks(capture: Capture) -> list[BlockStats]:
 
 def _projection_rms(capture: Capture, module: str, weight: adapters.Weight) -> float | None:
     """RMS per element of a query or key: the projection's own output when it is a module of
-    its own, else its input's RMS times ``||W||_F / sqrt(rows)`` (plus the bias), with the input's
-    statistics read off the module that produced it."""
+    its own, else its input's RMS times ``||W||_F / sqrt(units)`` (plus the bias), with ``units``
+    the weight's fan-out (``(E, E)`` of a packed projection, ``heads x head_dim`` of a Keras
+    ``EinsumDense`` kernel) and the input's statistics read off the module that produced it."""
     record = capture.records.get(module)
     if record is None:
         return None
@@ -90,21 +91,12 @@ def _projection_rms(capture: Capture, module: str, weight: adapters.Weight) -> f
         return None
     x_rms = math.hypot(producer.values["mean"], producer.values["std"])
     with torch.no_grad():
-        w = weight.tensor.detach().double()
-        rows = w.shape[1] if weight.transposed else w.shape[0]
-        square = x_rms**2 * float(w.pow(2).sum()) / rows
-        bias = _bias_slice(weight)
+        units = weight.fans[1]
+        square = x_rms**2 * float(weight.tensor.detach().double().pow(2).sum()) / units
+        bias = weight.bias
         if bias is not None:
-            square += float(bias.double().pow(2).sum()) / rows
+            square += float(bias.detach().double().pow(2).sum()) / units
     return math.sqrt(square)
-
-
-def _bias_slice(weight: adapters.Weight) -> torch.Tensor | None:
-    name = "in_proj_bias" if weight.parameter == "in_proj_weight" else "bias"
-    bias = getattr(weight.module, name, None)
-    if not isinstance(bias, torch.Tensor):
-        return None
-    return bias.detach() if weight.rows is None else bias.detach()[weight.rows[0] : weight.rows[1]]
 
 
 def _attention(model: nn.Module, capture: Capture) -> list[tuple[str, float, list[str]]]:
@@ -184,12 +176,12 @@ def diagnose(
     batch_size = batch.size
     input_finite = all(bool(torch.isfinite(a).all()) for a in batch.tensors if a.is_floating_point())
     input_summary = rules.input_stats(batch.first)
-    blocks = graph.block_groups(model)
+    blocks, layer_stream = graph.block_groups(model), adapters.residual_stream(model)  # modules; or a Keras graph's
 
     untouched = adapters.untouched_statistics(model)
     with (preserved(model), adapters.preserved_state(model),  # a Keras model's moving statistics too
           adapters.batch_statistics(model, untouched),  # as a training step normalizes (see _untouched_note)
-          Capture(model, blocks=blocks, time=True) as capture, torch.enable_grad()):
+          Capture(model, blocks=blocks, time=True, stream=layer_stream) as capture, torch.enable_grad()):
         try:
             output = batch(model)
         except Exception as exc:
@@ -234,6 +226,7 @@ def diagnose(
             blocks=stream,
             time=time,
             block_modules=capture.residual_blocks(),
+            inside_blocks=graph.inside_blocks([n for n, _ in capture.order], capture.residual_blocks(), layer_stream),
             classes=classes,
             attention=_attention(model, capture),
         )
