@@ -15,7 +15,19 @@ Keras layer                      weights (fans as trainability's initializers us
 ``Embedding``                    ``embeddings`` ``(num, dim)``: a lookup, fan_in 1
 ``LSTM``/``GRU``/``SimpleRNN``   the cell's ``kernel`` ``(in, gates*units)`` and
                                  ``recurrent_kernel`` ``(units, gates*units)``; fans per gate
+``SeparableConv1D/2D``           ``depthwise_kernel`` ``(*kernel, in, multiplier)`` feeding
+                                 ``pointwise_kernel`` ``(1.., in*multiplier, out)``
+``EinsumDense``                  ``kernel``: fan-in the axes the equation contracts, fan-out
+                                 the axes the output keeps
+``MultiHeadAttention``           one leaf, as ``nn.MultiheadAttention``: its ``query``, ``key``,
+                                 ``value`` ``(dim, heads, head_dim)`` and ``attention_output``
+                                 ``(heads, head_dim, dim)`` ``EinsumDense`` kernels
 ===============================  ==========================================================
+
+A functional model whose residual blocks are written inline (``Add()([x, branch(x)])``) has its
+residual stream read off the layer graph (:func:`residual_stream`); blocks that are layers of
+their own are found on a pass (:func:`block_groups`), as torch modules are. A convolution with
+``data_format="channels_first"`` keeps its units on axis 1 (:func:`channel_axis`).
 
 A recurrent layer is one leaf (its cell runs inside the layer's loop, where no hook sees it): its
 output is what the layer returns, and the gradient through time is read at its input (batch,

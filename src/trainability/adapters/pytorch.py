@@ -405,11 +405,6 @@ def initializer(identifier: Any) -> Any:
     return identifier
 
 
-def block_groups(model: nn.Module) -> list[list[str]]:
-    """Found by :func:`trainability.graph.block_groups` for a torch model (``ModuleList`` s and ``Sequential`` s)."""
-    raise NotImplementedError("graph.block_groups reads a torch model's blocks itself")
-
-
 def residual_stream(model: nn.Module) -> None:
     """A torch model's residual blocks are modules, found on a pass (:func:`trainability.graph.block_groups`)."""
     return None
