@@ -98,6 +98,13 @@ def test_what_the_eval_pass_would_have_judged_is_an_artifact():
     assert first_layer_gradient_ratio(model.eval(), batch) < 1e-2 < first_layer_gradient_ratio(model.train(), batch)
 
 
+def test_one_sample_has_no_batch_statistics_and_the_note_says_so():
+    model, (x, y) = cnn(4, 8).eval(), tensors((1, 3, 8, 8))
+    report = diagnose(model, x, y)  # one sample's statistics are not a batch's (BatchNorm1d cannot even take them)
+    (note,) = report.notes
+    assert "with one sample this pass could not use the batch's statistics" in note
+
+
 def test_trained_statistics_are_used_as_they_are():
     model, (x, y) = cnn(6, 16), tensors((32, 3, 12, 12))
     with torch.no_grad():

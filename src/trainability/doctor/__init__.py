@@ -111,7 +111,7 @@ def _attention(model: nn.Module, capture: Capture) -> list[tuple[str, float, lis
     return out
 
 
-def _untouched_note(untouched: list[tuple[str, Any]]) -> list[str]:
+def _untouched_note(untouched: list[tuple[str, Any]], batch_size: int) -> list[str]:
     """Normalizations in eval mode whose running statistics no batch has updated (mean 0, variance
     1) do not normalize: a forward through them is the network neither a training step (batch
     statistics) nor a trained model (the data's running statistics) runs, and judging it reports
@@ -122,9 +122,13 @@ def _untouched_note(untouched: list[tuple[str, Any]]) -> list[str]:
         return []
     names = [n for n, _ in untouched]
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-    return [f"{len(names)} normalization layer(s) ({shown}) are in eval mode with running statistics no batch has "
-            "updated yet (mean 0, variance 1), so they would not normalize; this pass used each batch's statistics, "
-            "as training does. Train, or run batches in train mode, before evaluating the model in eval mode."]
+    what = (f"{len(names)} normalization layer(s) ({shown}) are in eval mode with running statistics no batch has "
+            "updated yet (mean 0, variance 1), so they would not normalize; ")
+    if batch_size < 2:  # a batch of one has no statistics of its own
+        return [what + "with one sample this pass could not use the batch's statistics instead, so what it found "
+                "may not hold in training: pass two samples or more, or train before evaluating in eval mode."]
+    return [what + "this pass used each batch's statistics, as training does. Train, or run batches in train mode, "
+            "before evaluating the model in eval mode."]
 
 
 def _time(capture: Capture, model: nn.Module) -> list[TimeStats]:
@@ -180,7 +184,7 @@ def diagnose(
 
     untouched = adapters.untouched_statistics(model)
     with (preserved(model), adapters.preserved_state(model),  # a Keras model's moving statistics too
-          adapters.batch_statistics(model, untouched),  # as a training step normalizes (see _untouched_note)
+          adapters.batch_statistics(model, untouched if batch_size > 1 else []),  # as training normalizes (_untouched_note)
           Capture(model, blocks=blocks, time=True, stream=layer_stream) as capture, torch.enable_grad()):
         try:
             output = batch(model)
@@ -225,7 +229,6 @@ def diagnose(
             skips=skips,
             blocks=stream,
             time=time,
-            block_modules=capture.residual_blocks(),
             inside_blocks=graph.inside_blocks([n for n, _ in capture.order], capture.residual_blocks(), layer_stream),
             classes=classes,
             attention=_attention(model, capture),
@@ -243,4 +246,4 @@ def diagnose(
                 found = rules.explain_depth(found, rules.beyond_depth_scale(evidence, adapters.named_modules(model)))
         found += rules.self_normalization(evidence, adapters.named_modules(model))
     return Report(layers=layers, findings=found, loss=loss_value, batch_size=batch_size, blocks=stream, time=time,
-                  unread=adapters.unread_weights(model), notes=_untouched_note(untouched))
+                  unread=adapters.unread_weights(model), notes=_untouched_note(untouched, batch_size))

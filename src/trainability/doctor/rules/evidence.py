@@ -93,7 +93,6 @@ class Evidence:
     skips: list[str] = field(default_factory=list)
     blocks: list[BlockStats] = field(default_factory=list)  # the residual stream, block by block
     time: list[TimeStats] = field(default_factory=list)  # gradients through time, per recurrent module
-    block_modules: list[str] = field(default_factory=list)  # members of residual block groups
     inside_blocks: set[str] = field(default_factory=set)  # modules inside a residual block (graph.inside_blocks)
     classes: int | None = None  # classes of a cross-entropy loss (integer targets), else None
     attention: list[tuple[str, float, list[str]]] = field(default_factory=list)  # (attention, logit std, q/k modules)
