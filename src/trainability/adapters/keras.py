@@ -768,7 +768,6 @@ def residual_stream(model: Any) -> Stream | None:
     if kind(model) != "functional":
         return None
     order, parents = _graph(model)
-    position = {id(layer): i for i, layer in enumerate(order)}
     ancestors: dict[int, set[int]] = {}
     for layer in order:
         found: set[int] = set()
@@ -790,8 +789,13 @@ def residual_stream(model: Any) -> Stream | None:
         if not (skip is add or id(add) in ancestors[id(skip)]):
             return None  # not one stream
     ends = [skip for _, skip in adds[1:]]
-    tail, layer = [], adds[-1][0]  # the last block ends after as many layers as the one before it
-    for _ in range(position[id(ends[-1])] - position[id(adds[-2][0])] if ends[-1] is not adds[-2][0] else 0):
+    steps, layer = 0, ends[-1]  # the layers from the one-but-last addition to the stream it leaves (a post-norm)
+    while layer is not adds[-2][0] and len(parents[id(layer)]) == 1:
+        steps, layer = steps + 1, parents[id(layer)][0]
+    if layer is not adds[-2][0]:
+        steps = 0
+    tail, layer = [], adds[-1][0]  # the last block ends after as many single-input layers
+    for _ in range(steps):
         nxt = [c for c in order if len(parents[id(c)]) == 1 and parents[id(c)][0] is layer]
         if len(nxt) != 1:
             break
