@@ -55,6 +55,7 @@ class Record:
     values: dict[str, float] = field(default_factory=dict)
     weights: list[adapters.Weight] = field(default_factory=list)
     time: list[torch.Tensor] = field(default_factory=list)  # per time step: gradient norms
+    channel_axis: int = -1  # where a weight module's output keeps its units (1: a conv's channels first)
     time_values: list[float] = field(default_factory=list)
     unit_max: torch.Tensor | None = None  # each unit's maximum over the batch, counted in collect
 
@@ -113,22 +114,26 @@ class Capture:
 
     def __init__(self, model: nn.Module, *, names: set[str] | None = None, precise: bool = True,
                  training_only: bool = False, consumers: dict[str, Any] | None = None,
-                 blocks: list[list[str]] | None = None, time: bool = False) -> None:  # fmt: skip
+                 blocks: list[list[str]] | None = None, time: bool = False,
+                 stream: adapters.Stream | None = None) -> None:  # fmt: skip
         """``names`` limits the hooks to those modules; ``precise=False`` reduces in the
         tensors' own dtype (faster, for the monitor) instead of float64, so a float32 square
         norm overflows to inf beyond about 1e19; ``training_only`` skips modules in eval mode.
 
-        ``consumers`` (weight module name -> the ActivationSpec fed directly, or None) hooks weight
-        modules only, half the hooks: dead and saturated units are then read off the
-        pre-activation (a ReLU unit is alive where its input is ever positive; a sigmoid/tanh
-        output saturates beyond ``spec.saturation_bound()``). Without ``precise``, each weight's
+        ``consumers`` (weight module name -> the ActivationSpec fed directly, or ``(spec,
+        hyperparameters)``, or None) hooks weight modules only, half the hooks: dead and saturated
+        units are then read off the pre-activation (a ReLU unit is alive where its input is ever
+        positive; a sigmoid/tanh output saturates beyond ``spec.saturation_bound()``, a capped
+        one at its cap). Without ``precise``, each weight's
         sum and norm are re-read every ``WEIGHT_REFRESH``-th collection.
 
         ``blocks`` (groups of sibling module names, :func:`trainability.graph.block_groups`) are
         watched as residual-block candidates: the gradient reaching each one's input (and the
         last one's output) is recorded, and each group is checked once for residual structure
-        (:meth:`stream_points`). ``time`` records gradients through time for recurrent modules
-        (:attr:`Record.time`)."""
+        (:meth:`stream_points`). ``stream`` (:func:`trainability.adapters.residual_stream`) is a
+        residual stream read off the layer graph, its blocks known to be residual: the output of
+        the module entering each block, and leaving the last, is recorded as the stream there.
+        ``time`` records gradients through time for recurrent modules (:attr:`Record.time`)."""
         self.model = model
         self._training_only = training_only
         self._dtype = torch.float64 if precise else None
@@ -142,11 +147,16 @@ class Capture:
             role = "weight" if weights else "activation" if graph.is_activation(module) else "other"
             if consumers is not None:
                 if role == "weight":
-                    self._leaves.append((name, module, role, consumers.get(name), weights))
+                    fed = consumers.get(name)
+                    self._leaves.append((name, module, role, fed if fed is None or isinstance(fed, tuple) else (fed, {}), weights))
             else:
-                self._leaves.append((name, module, role, graph.activation_of(module) if role == "activation" else None, weights))
-        modules = dict(adapters.view(model).model.named_modules())  # block names are the unwrapped model's
+                act = graph.activation_and_hyperparameters(module) if role == "activation" else (None, {})
+                self._leaves.append((name, module, role, act if act[0] is not None else None, weights))
+        modules = dict(adapters.named_modules(model))
         self._groups = [[(n, modules[n]) for n in group] for group in (blocks or [])]
+        self._stream = stream
+        if stream is not None:  # one more group, residual by construction
+            self._groups.append([(n, modules[n]) for n in stream.blocks])
         self._time = time
         self._handles: list[Any] = []
         self.reset()
@@ -157,11 +167,13 @@ class Capture:
         self.order: list[tuple[str, nn.Module]] = []
         self.points: dict[str, dict[str, Any]] = {}  # block input/output -> its statistics
         self.residual = graph.ResidualCheck()
+        if self._stream is not None:
+            self.residual.checks[len(self._groups) - 1] = {"pair": True, "self": True}
         self._point_of: dict[int, str] = {}
         self._producers: dict[int, str] = {}
         self._consumers: dict[str, int] = {}
         self._keep: list[torch.Tensor] = []
-        self._last_weight: nn.Module | None = None
+        self._last_axis = -1  # the channel axis of the last weight module's output
         self._time_boxes: dict[str, list[torch.Tensor]] = {}
 
     def attach(self) -> Capture:
@@ -171,7 +183,13 @@ class Capture:
                 self._handles.append(module.register_forward_hook(self._hook(*leaf)))
                 if self._time and adapters.time_dim(module) is not None:
                     self._handles.append(module.register_forward_pre_hook(self._time_hook(name)))
-            for g, group in enumerate(self._groups):
+            if self._stream is not None:
+                modules = dict(adapters.named_modules(self.model))
+                g, stream = len(self._groups) - 1, self._stream
+                points = [(enter, block, i, "input") for i, (enter, block) in enumerate(zip(stream.enters, stream.blocks, strict=True))]
+                for enter, block, i, side in [*points, (stream.leaves, f"{stream.blocks[-1]}:output", len(points) - 1, "output")]:
+                    self._handles.append(modules[enter].register_forward_hook(self._stream_hook(block, g, i, side)))
+            for g, group in enumerate(self._groups[: len(self._groups) - (self._stream is not None)]):
                 for i, (name, module) in enumerate(group):
                     pre, post = self._block_hooks(name, g, i)
                     self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
@@ -204,8 +222,9 @@ class Capture:
     def _active(self, mod: nn.Module) -> bool:
         return torch.is_grad_enabled() and not (self._training_only and not mod.training)
 
-    def _hook(self, name: str, module: nn.Module, role: str, spec: Any, weights: list[adapters.Weight]):  # noqa: ANN202
+    def _hook(self, name: str, module: nn.Module, role: str, act: Any, weights: list[adapters.Weight]):  # noqa: ANN202
         cell = isinstance(module, nn.RNNCellBase) and self._time
+        axis = adapters.channel_axis(module) if role == "weight" else -1
 
         def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             if not self._active(mod):
@@ -224,9 +243,9 @@ class Capture:
             if out is None or not out.is_floating_point():
                 return
             if role == "weight":
-                self._last_weight = mod
-            record = Record(name, mod, role, len(self.records), out.numel(), inputs=producers, weights=weights)
-            self._forward_stats(record, out.detach(), spec)
+                self._last_axis = axis
+            record = Record(name, mod, role, len(self.records), out.numel(), inputs=producers, weights=weights, channel_axis=axis)
+            self._forward_stats(record, out.detach(), act)
             self.records[name] = record
             self._producers[id(out)] = name
             self._keep.append(out)
@@ -306,6 +325,17 @@ class Capture:
 
         return pre, post
 
+    def _stream_hook(self, name: str, group: int, index: int, side: str):  # noqa: ANN202 - a hook factory
+        """A hook recording a module's output as the stream entering (or leaving) a block."""
+
+        @single_threaded
+        def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            y = graph.first_tensor(output)
+            if self._active(mod) and y is not None and y.is_floating_point():
+                self._point(name, y, group, index, side)
+
+        return hook
+
     def _point(self, name: str, t: torch.Tensor, group: int, index: int, side: str) -> None:
         """Record a stream tensor's statistics and the gradient reaching it (once per tensor; a
         block's output that is the next block's input is recorded as that input)."""
@@ -356,7 +386,7 @@ class Capture:
         return [(name, e) for name, e in order if e["group"] in residual and (
             e["side"] == "input" or (e["index"] == last[e["group"]] and self.residual.adds_itself(e["group"])))]  # fmt: skip
 
-    def _forward_stats(self, record: Record, x: torch.Tensor, spec: Any) -> None:
+    def _forward_stats(self, record: Record, x: torch.Tensor, act: tuple[Any, dict[str, Any]] | None) -> None:
         # The sum (NaN/Inf propagate; in float64 finite values cannot overflow) and the norm;
         # mean and std follow on the host (torch.std_mean is 30x slower on a CPU: 150 us against
         # 5 us for a 128 x 256 tensor). Fast mode (the monitor) reduces in the tensor's dtype.
@@ -364,17 +394,15 @@ class Capture:
         dtype = self._dtype
         stats = [x.sum(dtype=dtype or x.dtype), torch.linalg.vector_norm(x, dtype=dtype or x.dtype)]
         names = ["sum", "norm"]
-        if spec is not None:
+        if act is not None:
+            spec, hyperparameters = act
             if spec.can_die and x.dim() >= 2:
-                unit_dim = -1 if x.dim() == 2 or not isinstance(self._last_weight, nn.modules.conv._ConvNd) else 1
+                unit_dim = -1 if x.dim() == 2 else self._last_axis
                 units = x if x.dim() == 2 else x.movedim(unit_dim, -1).reshape(-1, x.shape[unit_dim])
                 record.units = units.shape[1]
                 record.unit_max = units.amax(dim=0)  # counted for every layer at once in collect()
-            if spec.relative_derivative is not None:
-                if self._pre_activation:
-                    saturated = x.abs() > spec.saturation_bound(SATURATION_THRESHOLD)
-                else:
-                    saturated = spec.relative_derivative(x) < SATURATION_THRESHOLD
+            if spec.saturates():
+                saturated = spec.saturated(x, pre_activation=self._pre_activation, threshold=SATURATION_THRESHOLD, **hyperparameters)
                 stats.append(saturated.sum(dtype=dtype))
                 names.append("saturated_count")
         record.forward, record.forward_stats = stats, names
@@ -393,9 +421,8 @@ class Capture:
             record.backward = [torch.linalg.vector_norm(g, dtype=dtype)]  # in float64, non-finite exactly when grad is
             if record.role == "weight" and g.dim() > 2:
                 module = record.module
-                conv = isinstance(module, nn.modules.conv._ConvNd)
                 batch_first = getattr(module, "batch_first", True) or not isinstance(module, (nn.RNNBase, nn.MultiheadAttention))
-                dims = _position_dims(g, channel_last=not conv, batch_dim=0 if batch_first else 1)
+                dims = _position_dims(g, channel_last=record.channel_axis == -1, batch_dim=0 if batch_first else 1)
                 summed = g.sum(dims)  # what each unit learns from, per sample
                 record.grad_units = summed.numel()
                 record.backward.append(torch.linalg.vector_norm(summed, dtype=dtype))
@@ -439,7 +466,8 @@ class Capture:
         ``units`` gives the width of modules whose dead units are counted, for the ranks where
         they did not run (else the width is read off the pass)."""
         weight_op = "sum" if sharded else "same"
-        for name, _, role, spec, weights in self._leaves:
+        for name, _, role, act, weights in self._leaves:
+            spec = act[0] if act is not None else None
             record = self.records.get(name)
             if record is None and role != "weight" and spec is None:
                 continue
@@ -455,7 +483,7 @@ class Capture:
                 for key in ("weight_norm", "weight_grad_norm"):
                     ledger.declare(("w", w.name, key), "sumsq" if sharded else "same")
                 ledger.declare(("w", w.name, "weight_sum"), weight_op)
-            if spec is not None and spec.relative_derivative is not None:
+            if spec is not None and spec.saturates():
                 ledger.declare(("r", name, "saturated_count"), "sum")
             width = record.units if record is not None and record.units else (units or {}).get(name, 0)
             if spec is not None and spec.can_die and width:

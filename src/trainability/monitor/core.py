@@ -46,7 +46,7 @@ from trainability.doctor import block_stats, diagnose, layer_stats
 from trainability.doctor import rules as doctor_rules
 from trainability.doctor.capture import Capture
 from trainability.doctor.records import Finding, LayerStats
-from trainability.graph import block_groups, find_consumers, hooked_modules
+from trainability.graph import block_groups, find_consumers, hooked_modules, inside_blocks
 from trainability.monitor import rules
 from trainability.monitor.attention import AttentionProbe
 from trainability.monitor.losses import LossSeries
@@ -152,12 +152,14 @@ class Monitor:
         if layers is None:  # weight layers only, dead/saturated units read off the pre-activation
             try:
                 self._links = find_consumers(view)[0]
-                consumers = {n: (None if link.normalized else link.activation) for n, link in self._links.items()}
+                consumers = {n: (None if link.normalized or link.activation is None else (link.activation, link.hyperparameters))
+                             for n, link in self._links.items()}  # fmt: skip
             except ValueError:  # no forward to trace (a LightningModule, say): every leaf module
                 pass
         blocks = block_groups(view) if layers is None else []
+        self._stream = adapters.residual_stream(view) if layers is None else None  # a Keras graph's residual adds
         self._capture = Capture(self.model, names=self.layers, precise=False, training_only=True, consumers=consumers,
-                                blocks=blocks)  # fmt: skip
+                                blocks=blocks, stream=self._stream)  # fmt: skip
         self._attention = AttentionProbe(view) if layers is None else None
         if self._attention is not None and not self._attention.layers:
             self._attention = None
@@ -465,10 +467,12 @@ class Monitor:
     def _doctor(self, record: rules.Record, capture: Capture) -> list[Finding]:
         """The doctor's verdicts on this pass: gradients along the residual stream (or along the
         weight layers of a plain stack), dead and saturated units."""
-        evidence = doctor_rules.Evidence(  # order: every module, so that a block's normalization is seen
-            layers=record.layers, weight_var={}, order=adapters.named_modules(self.view), links=self._links or {},
+        order = adapters.named_modules(self.view)  # every module, so that a block's normalization is seen
+        evidence = doctor_rules.Evidence(
+            layers=record.layers, weight_var={}, order=order, links=self._links or {},
             numel={r.name: r.numel for r in capture.records.values()}, grad_finite={}, inputs_of={},
-            loss=0.0, batch_size=2**20, blocks=record.blocks, block_modules=capture.residual_blocks(),
+            loss=0.0, batch_size=2**20, blocks=record.blocks,
+            inside_blocks=inside_blocks([n for n, _ in order], capture.residual_blocks(), self._stream),
         )  # fmt: skip
         return doctor_rules.gradient_flow(evidence) + doctor_rules.unit_health(evidence)
 
