@@ -180,8 +180,8 @@ class Monitor:
         self._group = getattr(view.given, "process_group", None) if view.wrapper == "ddp" else None
         self._world = world_size(self._group) if view.wrapper in ("ddp", "fsdp") and initialized() else 1
         self._main = self._world == 1 or is_main(self._group)
-        if self._world > 1:
-            self._capture._weight_every = 1  # every rank reads its weights at every record (no per-rank cache)
+        if self._world > 1 and view.sharded:
+            self._capture._weight_every = 1  # shards add up: every rank reads its own at every record (no cache)
         self._ledger = Ledger()
         self._agreed = False
         self._handles = [self.model.register_forward_pre_hook(self._arm, with_kwargs=True),
