@@ -107,3 +107,19 @@ def test_a_monitor_without_a_process_group_is_unchanged():
     monitor.step()
     monitor.close()
     assert monitor._world == 1 and monitor.rows
+
+
+def test_the_torchrun_example_reports_once_on_rank_0():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).parent.parent / "examples" / "torchrun_monitor.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={_free_port()}",
+               str(example), "--steps", "30", "--lr", "2"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert sum("learning_rate_too_high" in line for line in lines) == 1  # once, on rank 0
+    assert all(not line.startswith("[rank 1]") for line in lines)
+    assert "DDP on 2 process(es)" in result.stdout
