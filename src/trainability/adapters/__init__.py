@@ -302,6 +302,12 @@ def channel_axis(module: nn.Module) -> int:
     return adapter_of(module).channel_axis(module)
 
 
+def output_units(module: nn.Module) -> int | None:
+    """How many units a weight module's output has, read off the module (``None`` where it does
+    not say): the layout of per-unit statistics every rank agrees on before any pass."""
+    return adapter_of(module).output_units(module)
+
+
 def is_transparent(module: nn.Module) -> bool:
     """Does the module pass each unit's signal on unchanged in kind (dropout, pooling, reshaping)?"""
     return adapter_of(module).is_transparent(module)
@@ -364,6 +370,6 @@ __all__ = [
     "attention_layers", "batch_statistics", "biases", "bidirectional_halves", "build", "call_args", "call_options", "channel_axis", "check_model",
     "example_batch", "foreign_activation", "foreign_hyperparameters", "forget_gate_bias", "hooked_modules",
     "internal_activations", "is_norm", "is_ordinary_dropout", "is_transparent", "is_weight_module", "join",
-    "keras_initializer", "keras_of", "module_weights", "named_modules", "norm_affine", "preserved_state",
+    "keras_initializer", "keras_of", "module_weights", "named_modules", "norm_affine", "output_units", "preserved_state",
     "reads_backwards", "residual_stream", "time_dim", "unread_weights", "untouched_statistics", "view", "weight_modules", "weights",
 ]  # fmt: skip

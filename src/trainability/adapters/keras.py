@@ -550,6 +550,16 @@ def channel_axis(module: Any) -> int:
     return 1 if _is(layer, CONVOLUTIONS) and getattr(layer, "data_format", None) == "channels_first" else -1
 
 
+def output_units(module: Any) -> int | None:
+    """How many units a layer's output has (``units``, ``filters``), or ``None``."""
+    layer = module.layer if isinstance(module, _Watched) else module
+    for attribute in ("units", "filters", "output_dim"):
+        value = getattr(layer, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def is_norm(module: Any) -> bool:
     return is_keras(module) and _is(module, NORMS)
 

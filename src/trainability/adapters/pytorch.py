@@ -206,6 +206,18 @@ def channel_axis(module: nn.Module) -> int:
     return 1 if isinstance(module, nn.modules.conv._ConvNd) else -1
 
 
+def output_units(module: nn.Module) -> int | None:
+    """How many units a weight module's output has (its features, or its channels), read off the
+    module, not off a pass; ``None`` where the module does not say."""
+    for attribute in ("out_features", "out_channels", "nf", "embedding_dim", "embed_dim"):
+        value = getattr(module, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    if isinstance(module, RECURRENT_TYPES):
+        return int(module.hidden_size) * (2 if getattr(module, "bidirectional", False) else 1)
+    return None
+
+
 def is_norm(module: nn.Module) -> bool:
     """A normalization layer: torch's (BatchNorm, LayerNorm, GroupNorm, RMSNorm) or another
     library's, recognized by its class name (``LlamaRMSNorm``, ``T5LayerNorm``)."""

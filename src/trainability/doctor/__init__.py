@@ -19,6 +19,7 @@ from torch import nn
 
 from trainability import adapters, graph
 from trainability.batches import Batch, model_loss, output_tensor
+from trainability.distributed import Ledger, initialized, world_size
 from trainability.doctor import rules
 from trainability.doctor.capture import Capture, Record, preserved
 from trainability.doctor.report import BlockStats, Finding, LayerStats, Report, TimeStats
@@ -175,13 +176,15 @@ def diagnose(
     statistics no batch has updated (mean 0, variance 1): those normalize with the batch's
     statistics, as a training step does, and ``report.notes`` says so (docs/DOCTOR.md).
     """
-    adapters.check_model(model)
+    view = adapters.view(model)
+    group = getattr(view.given, "process_group", None) if view.wrapper == "ddp" else None
+    world = world_size(group) if view.wrapper in ("ddp", "fsdp") and initialized() else 1
     batch = Batch.of(inputs, targets)
     adapters.build(model, batch.args, batch.kwargs)  # a Keras model that has never run builds on this batch
     targets = batch.targets
     batch_size = batch.size
     input_finite = all(bool(torch.isfinite(a).all()) for a in batch.tensors if a.is_floating_point())
-    input_summary = rules.input_stats(batch.first)
+    moments = rules.input_moments(batch.first)
     blocks, layer_stream = graph.block_groups(model), adapters.residual_stream(model)  # modules; or a Keras graph's
 
     untouched = adapters.untouched_statistics(model)
@@ -202,8 +205,26 @@ def diagnose(
             loss = loss_fn(out, targets) if loss_fn is not None else default_loss(out, targets)
         if loss.requires_grad:
             loss.backward()
-        capture.collect()
-        loss_value = float(loss.detach())
+        # one read of every statistic; under DDP/FSDP2 combined across the ranks (each ran its own
+        # batch through the same model), so that every rank returns the same report
+        ledger = Ledger()
+        capture.stage(ledger, sharded=view.sharded)
+        capture.stage_time(ledger)
+        ledger.put(("d", "loss"), loss.detach(), "sum")
+        ledger.put(("d", "batch"), float(batch_size), "sum")
+        ledger.put(("d", "non_finite_inputs"), 0.0 if input_finite else 1.0, "sum")
+        if moments is not None:
+            ledger.put(("d", "input_sum"), moments[0], "sum")
+            ledger.put(("d", "input_squares"), moments[1], "sum")
+            ledger.put(("d", "input_rows"), float(moments[2]), "sum")
+        values = ledger.read(group if world > 1 else None, agree=world > 1) or {}
+        capture.absorb(values, grad_scale=1.0 / world)
+        capture.absorb_time(values)
+        loss_value = values[("d", "loss")][0] / world
+        batch_size = int(values[("d", "batch")][0])
+        input_finite = values[("d", "non_finite_inputs")][0] == 0
+        input_summary = (rules.input_stats_of(values[("d", "input_sum")], values[("d", "input_squares")],
+                                              int(values[("d", "input_rows")][0])) if moments is not None else None)  # fmt: skip
         links, _ = find_consumers(model, order=capture.order)
         records = [r for r in capture.records.values() if r.role in ("weight", "activation")
                    or not math.isfinite(r.values.get("grad_norm", 0.0)) or not math.isfinite(r.values.get("std", 0.0))]  # fmt: skip

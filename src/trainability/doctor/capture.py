@@ -158,6 +158,9 @@ class Capture:
         if stream is not None:  # one more group, residual by construction
             self._groups.append([(n, modules[n]) for n in stream.blocks])
         self._time = time
+        # widths of the weight modules' outputs (for dead units), known before any pass
+        self._widths = {name: width for name, module, role, _, _ in self._leaves
+                        if role == "weight" and (width := adapters.output_units(module)) is not None}  # fmt: skip
         self._handles: list[Any] = []
         self.reset()
 
@@ -458,13 +461,14 @@ class Capture:
             ledger.put(("w", w.name, "weight_sum"), t.sum(dtype=self._dtype or t.dtype), weight_op)  # type: ignore[arg-type]
         self._fresh = [w.name for w, _ in fresh]
 
-    def stage(self, ledger: Ledger, *, sharded: bool = False, units: dict[str, int] | None = None) -> None:
+    def stage(self, ledger: Ledger, *, sharded: bool = False) -> None:
         """Put this pass's statistics in ``ledger``, in a layout that depends on the model only (a
         module that did not run contributes zeros): sums and counts add across ranks, norms add
         as squares, each unit's maximum combines by maximum. Weights and their gradients are the
         same on every rank under DDP (after the all-reduce) and shards under FSDP2 (``sharded``).
-        ``units`` gives the width of modules whose dead units are counted, for the ranks where
-        they did not run (else the width is read off the pass)."""
+        A weight module's width is read off the module (:func:`trainability.adapters.output_units`),
+        so that ranks where it did not run declare the same layout; other widths come from the pass
+        (then read with ``agree=True``)."""
         weight_op = "sum" if sharded else "same"
         for name, _, role, act, weights in self._leaves:
             spec = act[0] if act is not None else None
@@ -476,24 +480,29 @@ class Capture:
             ledger.declare(("r", name, "norm"), "sumsq")
             ledger.declare(("r", name, "grad_norm"), "sumsq")
             ledger.declare(("r", name, "grads"), "sum")  # ranks where a gradient reached it
-            if role == "weight":
-                ledger.declare(("r", name, "unit_grad_norm"), "sumsq")
-                ledger.declare(("r", name, "grad_units"), "sum")
+            if role == "weight":  # the same slots on every rank, whatever each rank's tracing found
+                for key in ("unit_grad_norm", "grad_units", "saturated_count", "saturates"):
+                    ledger.declare(("r", name, key), "sumsq" if key == "unit_grad_norm" else "sum")
+                width = self._widths.get(name, 0)
+            else:
+                if spec is not None and spec.saturates():
+                    ledger.declare(("r", name, "saturated_count"), "sum")
+                    ledger.declare(("r", name, "saturates"), "sum")
+                width = record.units if record is not None and record.units and spec is not None and spec.can_die else 0
+            if width:
+                ledger.declare(("r", name, "alive_units"), "alive", width)
+                ledger.declare(("r", name, "units"), "max")
             for w in weights:
                 for key in ("weight_norm", "weight_grad_norm"):
                     ledger.declare(("w", w.name, key), "sumsq" if sharded else "same")
                 ledger.declare(("w", w.name, "weight_sum"), weight_op)
-            if spec is not None and spec.saturates():
-                ledger.declare(("r", name, "saturated_count"), "sum")
-            width = record.units if record is not None and record.units else (units or {}).get(name, 0)
-            if spec is not None and spec.can_die and width:
-                ledger.declare(("r", name, "alive_units"), "alive", width)
-                ledger.declare(("r", name, "units"), "max")
             if record is None:
                 continue
             ledger.put(("r", name, "numel"), float(record.numel))
             for stat, value in zip(record.forward_stats, record.forward or [], strict=False):
                 ledger.put(("r", name, stat), value, "sumsq" if stat == "norm" else "sum")
+            if "saturated_count" in record.forward_stats:
+                ledger.put(("r", name, "saturates"), 1.0)
             if record.unit_max is not None:
                 ledger.put(("r", name, "alive_units"), record.unit_max, "alive")
                 ledger.put(("r", name, "units"), float(record.units), "max")
@@ -527,11 +536,13 @@ class Capture:
                 self.records[name] = Record(name, module, role, len(self.records), 0, weights=weights)
         owner = {w.name: r for r in self.records.values() for w in r.weights}
         counts = {(name, stat): value[0] for (kind, name, stat), value in values.items()
-                  if kind == "r" and stat in ("numel", "units", "grad_units", "grads")}  # fmt: skip
+                  if kind == "r" and stat in ("numel", "units", "grad_units", "grads", "saturates")}  # fmt: skip
         for (kind, name, stat), value in values.items():
             if kind == "r" and name in self.records:
                 record = self.records[name]
-                if stat == "grads":
+                if stat in ("grads", "saturates"):
+                    continue
+                if stat == "saturated_count" and counts.get((name, "saturates"), 0) == 0:
                     continue
                 if stat in ("numel", "units", "grad_units"):
                     setattr(record, stat, int(value[0]))
@@ -591,8 +602,7 @@ class Capture:
         self.absorb(values or {}, grad_scale=grad_scale)
         self.read_time()
 
-    def read_time(self) -> None:
-        """Gradients through time, per rank (their lengths follow each rank's sequences)."""
+    def _time_vectors(self) -> list[tuple[Record, list[torch.Tensor]]]:
         vectors: list[tuple[Record, list[torch.Tensor]]] = []
         for name, box in self._time_boxes.items():
             if box and name in self.records:
@@ -600,7 +610,26 @@ class Capture:
         for r in self.records.values():
             if len(r.time) > 1:
                 vectors.append((r, r.time))
-        for record, parts in vectors:
+        return vectors
+
+    def stage_time(self, ledger: Ledger) -> None:
+        """The gradient norm reaching each time step of each recurrent module, into the ledger
+        (their squares add across ranks; sequences of other lengths are padded with zeros, which
+        needs ``agree=True`` when reading)."""
+        for name, _, _, _, _ in self._leaves:
+            if self._time and adapters.time_dim(dict((n, m) for n, m, *_ in self._leaves)[name]) is not None:
+                ledger.declare(("t", name, "grad"), "sumsq", 0)
+        for record, parts in self._time_vectors():
+            ledger.put(("t", record.name, "grad"), torch.cat([p.reshape(-1).double() for p in parts]), "sumsq")
+
+    def absorb_time(self, values: dict[Any, list[float]]) -> None:
+        for key, value in values.items():
+            if isinstance(key, tuple) and len(key) == 3 and key[0] == "t" and key[1] in self.records and value:
+                self.records[key[1]].time_values = list(value)
+
+    def read_time(self) -> None:
+        """Gradients through time, read here (this rank's only)."""
+        for record, parts in self._time_vectors():
             record.time_values = torch.cat([p.reshape(-1).double() for p in parts]).tolist()
 
 

@@ -180,8 +180,8 @@ class Monitor:
         self._group = getattr(view.given, "process_group", None) if view.wrapper == "ddp" else None
         self._world = world_size(self._group) if view.wrapper in ("ddp", "fsdp") and initialized() else 1
         self._main = self._world == 1 or is_main(self._group)
-        if self._world > 1:
-            self._capture._weight_every = 1  # every rank reads its weights at every record (no per-rank cache)
+        if self._world > 1 and view.sharded:
+            self._capture._weight_every = 1  # shards add up: every rank reads its own at every record (no cache)
         self._ledger = Ledger()
         self._agreed = False
         self._handles = [self.model.register_forward_pre_hook(self._arm, with_kwargs=True),
@@ -479,7 +479,7 @@ class Monitor:
     def _explain_non_finite(self, loss: float, step: int, now: int) -> list[Finding]:
         self._explained = True
         found: list[Finding] = []
-        if self._last_inputs is not None:
+        if self._last_inputs is not None and self._world == 1:  # the doctor's pass would need every rank
             inputs, self._diagnosing = self._last_inputs, True
             try:
                 report = diagnose(self.view.given, inputs)
@@ -488,6 +488,11 @@ class Monitor:
                 found = []
             finally:
                 self._diagnosing = False
+        if not found and self._world > 1:
+            found = [Finding("non_finite", "error", [], "no layer is named: the doctor's pass that finds the first one would "
+                             "need every rank, and the ranks learn of the NaN only at a record",
+                             "lower the learning rate and clip gradients; run trainability.diagnose(model, batch) on every rank "
+                             "to find the layer", {"op": "lower_learning_rate", "factor": 10.0})]  # fmt: skip
         if not found:
             found = [Finding("non_finite", "error", [], f"the loss is {loss} while every layer's output is finite",
                              "check the loss function and the targets; lower the learning rate", {"op": "inspect_loss"})]  # fmt: skip

@@ -52,6 +52,15 @@ class InputStats:
 CONSTANT_TOLERANCE = 1e-6
 
 
+def input_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """Per feature, the sum and the sum of squares over the batch, and the batch size (they add
+    across the ranks of a data-parallel run); ``None`` for integer inputs (token ids)."""
+    if not x.is_floating_point() or x.dim() == 0:
+        return None
+    flat = x.detach().reshape(x.shape[0], -1).double()
+    return flat.sum(0), flat.pow(2).sum(0), int(flat.shape[0])
+
+
 def input_stats(x: torch.Tensor) -> InputStats | None:
     """:class:`InputStats` of a batch ``(batch, *feature dims)``; ``None`` for integer inputs
     (token ids) and batches of fewer than 2 samples, whose per-feature spread means nothing.
@@ -60,11 +69,18 @@ def input_stats(x: torch.Tensor) -> InputStats | None:
     >>> stats.constant, round(stats.scale, 1), round(stats.pooled, 2)
     (1, 1.0, 0.87)
     """
-    if not x.is_floating_point() or x.dim() == 0 or x.shape[0] < 2:
+    moments = input_moments(x)
+    return input_stats_of(*moments) if moments is not None else None
+
+
+def input_stats_of(total: torch.Tensor | list[float], squares: torch.Tensor | list[float], n: int) -> InputStats | None:
+    """:class:`InputStats` from per-feature sums and sums of squares over ``n`` samples."""
+    if n < 2:
         return None
     with torch.no_grad():
-        flat = x.detach().reshape(x.shape[0], -1).double()
-        std, mean = torch.std_mean(flat, dim=0, correction=0)
+        total = torch.as_tensor(total, dtype=torch.float64)
+        mean = total / n
+        std = (torch.as_tensor(squares, dtype=torch.float64) / n - mean.pow(2)).clamp_min(0).sqrt()
         varies = std > CONSTANT_TOLERANCE * mean.abs().clamp_min(1.0)
         mean_rms = float(mean.pow(2).mean().sqrt())
         live = std[varies]
@@ -72,7 +88,7 @@ def input_stats(x: torch.Tensor) -> InputStats | None:
         pooled = float(std.pow(2).mean().sqrt())
     if not math.isfinite(mean_rms):
         return None
-    return InputStats(features=int(flat.shape[1]), constant=int((~varies).sum()), mean_rms=mean_rms, scale=scale, pooled=pooled)
+    return InputStats(features=int(mean.numel()), constant=int((~varies).sum()), mean_rms=mean_rms, scale=scale, pooled=pooled)
 
 
 @dataclass
