@@ -64,7 +64,8 @@ class Ledger:
 
     def __init__(self) -> None:
         self._slots: dict[Hashable, tuple[Op, int]] = {}
-        self._values: dict[Hashable, torch.Tensor] = {}
+        self._values: dict[Hashable, torch.Tensor | float] = {}
+        self._cache: dict[Any, torch.Tensor] = {}
 
     def declare(self, key: Hashable, op: Op, size: int = 1) -> None:
         """A slot of the layout, whether or not this rank will have a value for it."""
@@ -73,11 +74,9 @@ class Ledger:
 
     def put(self, key: Hashable, value: torch.Tensor | float, op: Op = "sum") -> None:
         """This rank's value of a slot (declared now, with this value's size, if it was not)."""
-        t = value if isinstance(value, torch.Tensor) else torch.tensor(float(value), dtype=torch.float64)
-        t = t.detach().reshape(-1)
         if key not in self._slots:
-            self._slots[key] = (op, t.numel())
-        self._values[key] = t
+            self._slots[key] = (op, value.numel() if isinstance(value, torch.Tensor) else 1)
+        self._values[key] = value
 
     def clear(self) -> None:
         """Forget the values (the layout stays)."""
@@ -89,15 +88,30 @@ class Ledger:
     def __len__(self) -> int:
         return len(self._slots)
 
+    def _index(self, name: str, spans: tuple[tuple[int, int], ...], device: torch.device) -> torch.Tensor:
+        """The positions covered by ``(start, length)`` spans, as a tensor, built once per layout."""
+        key = (name, spans, device)
+        found = self._cache.get(key)
+        if found is None:
+            found = torch.cat([torch.arange(a, a + n) for a, n in spans]).to(device) if spans else torch.zeros(0, dtype=torch.long, device=device)
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
     def read(self, group: Any = None, *, host: bool = True, agree: bool = False) -> dict[Hashable, list[float]] | None:
         """Every slot's combined value, as host lists (``None`` where ``host`` is false: the
         collective still runs, nothing is copied to the host). Without a process group (or with
         one rank) nothing is communicated."""
         if not self._slots:
             return {} if host else None
-        device = next((v.device for v in self._values.values()), torch.device("cpu"))
+        device = next((v.device for v in self._values.values() if isinstance(v, torch.Tensor)), torch.device("cpu"))
         distributed = initialized() and world_size(group) > 1
-        sizes = [max(size, self._values[k].numel() if k in self._values else 0) for k, (_, size) in self._slots.items()]
+        values = self._values
+        sizes = []
+        for k, (_, size) in self._slots.items():
+            v = values.get(k)
+            sizes.append(max(size, (v.numel() if isinstance(v, torch.Tensor) else 1) if v is not None else 0))
         if distributed and agree:  # vector sizes known only from the data: agree on the largest
             mine = torch.tensor(sizes, dtype=torch.int64, device=device)
             gathered = [torch.empty_like(mine) for _ in range(world_size(group))]
@@ -105,56 +119,69 @@ class Ledger:
             sizes = torch.stack(gathered).amax(0).tolist()
             self._slots = {k: (op, size) for (k, (op, _)), size in zip(self._slots.items(), sizes, strict=True)}
         ops = [op for op, _ in self._slots.values()]
-        parts = []
-        for key, size in zip(self._slots, sizes, strict=True):
-            value = self._values.get(key)
-            if value is not None and value.numel() == size:
-                parts.append(value.to(device=device, dtype=torch.float64))
+        starts = [0]
+        for size in sizes:
+            starts.append(starts[-1] + size)
+        # one buffer, filled with a few kernels: tensors grouped by dtype, concatenated once and
+        # cast once, plain numbers in one tensor; the positions they fill are built once per layout
+        groups: dict[torch.dtype, tuple[list[torch.Tensor], list[tuple[int, int]]]] = {}
+        numbers: tuple[list[float], list[int]] = ([], [])
+        for key, start in zip(self._slots, starts, strict=False):
+            v = values.get(key)
+            if v is None:
+                continue
+            if isinstance(v, torch.Tensor):
+                tensors, spans = groups.setdefault(v.dtype, ([], []))
+                tensors.append(v.reshape(-1))
+                spans.append((start, v.numel()))
             else:
-                part = torch.zeros(size, dtype=torch.float64, device=device)
-                if value is not None:
-                    part[: value.numel()] = value.to(device=device, dtype=torch.float64)
-                parts.append(part)
-        flat = torch.cat(parts)
-        bounds = torch.tensor([0, *sizes]).cumsum(0).tolist()
-        squares = [i for i, op in enumerate(ops) if op == "sumsq"]
+                numbers[0].append(float(v))
+                numbers[1].append(start)
+        flat = torch.zeros(starts[-1], dtype=torch.float64, device=device)
+        for dtype, (tensors, spans) in groups.items():
+            joined = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
+            flat.index_copy_(0, self._index(str(dtype), tuple(spans), device), joined.detach().to(device=device, dtype=torch.float64))
+        if numbers[0]:
+            flat.index_copy_(0, torch.tensor(numbers[1], device=device), torch.tensor(numbers[0], dtype=torch.float64, device=device))
+        squares = tuple((starts[i], sizes[i]) for i, op in enumerate(ops) if op == "sumsq" and sizes[i])
         if squares:
-            index = torch.cat([torch.arange(bounds[i], bounds[i + 1]) for i in squares]).to(device)
+            index = self._index("squares", squares, device)
             flat = flat.index_copy(0, index, flat.index_select(0, index).square())
         if distributed:
             gathered = [torch.empty_like(flat) for _ in range(world_size(group))]
             torch.distributed.all_gather(gathered, flat, group=group)
             stacked = torch.stack(gathered)
-            total, largest, first = stacked.sum(0), stacked.amax(0), stacked[0]
-            pick = torch.zeros(flat.numel(), dtype=torch.int64, device=device)  # 0 sum, 1 max, 2 same
-            for i, op in enumerate(ops):
-                if op in ("max", "alive", "same"):
-                    pick[bounds[i] : bounds[i + 1]] = 1 if op != "same" else 2
-            flat = torch.where(pick == 1, largest, torch.where(pick == 2, first, total))
+            largest = self._index("max", tuple((starts[i], sizes[i]) for i, op in enumerate(ops) if op in ("max", "alive")), device)
+            same = self._index("same", tuple((starts[i], sizes[i]) for i, op in enumerate(ops) if op == "same"), device)
+            combined = stacked.sum(0)
+            combined.index_copy_(0, largest, stacked.index_select(1, largest).amax(0))
+            combined.index_copy_(0, same, stacked[0].index_select(0, same))
+            flat = combined
         if squares:
             flat = flat.index_copy(0, index, flat.index_select(0, index).sqrt())
         alive = [i for i, op in enumerate(ops) if op == "alive"]
-        if alive:  # each alive slot becomes the count of its positive entries: three kernels for all of them
-            index = torch.cat([torch.arange(bounds[i], bounds[i + 1]) for i in alive]).to(device)
-            ends = torch.tensor([bounds[i + 1] - bounds[i] for i in alive]).cumsum(0).to(device)
-            counts = torch.cat([torch.zeros(1, device=device), (flat.index_select(0, index) > 0).double().cumsum(0)])
-            alive_counts = counts[ends] - counts[ends - torch.tensor([bounds[i + 1] - bounds[i] for i in alive], device=device)]
-            keep = torch.ones(flat.numel(), dtype=torch.bool, device=device)
-            keep[index] = False
-            flat = torch.cat([flat[keep], alive_counts])
+        if alive:  # each alive slot becomes the count of its positive entries: a few kernels for all of them
+            spans = tuple((starts[i], sizes[i]) for i in alive)
+            alive_index = self._index("alive", spans, device)
+            lengths = torch.tensor([n for _, n in spans], device=device)
+            ends = lengths.cumsum(0)
+            counts = torch.cat([torch.zeros(1, dtype=torch.float64, device=device), (flat.index_select(0, alive_index) > 0).double().cumsum(0)])
+            alive_counts = counts[ends] - counts[ends - lengths]
+            keep = self._index("keep", tuple((starts[i], sizes[i]) for i, op in enumerate(ops) if op != "alive" and sizes[i]), device)
+            flat = torch.cat([flat.index_select(0, keep), alive_counts])
         if not host:
             return None
-        values = flat.tolist()
+        read = flat.tolist()
         out: dict[Hashable, list[float]] = {}
         offset = 0
         for key, op, size in zip(self._slots, ops, sizes, strict=True):
             if op == "alive":
                 continue
-            out[key] = values[offset : offset + size]
+            out[key] = read[offset : offset + size]
             offset += size
         for key, op in zip(self._slots, ops, strict=True):
             if op == "alive":
-                out[key] = [values[offset]]
+                out[key] = [read[offset]]
                 offset += 1
         return out
 

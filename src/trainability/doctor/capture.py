@@ -161,6 +161,7 @@ class Capture:
         # widths of the weight modules' outputs (for dead units), known before any pass
         self._widths = {name: width for name, module, role, _, _ in self._leaves
                         if role == "weight" and (width := adapters.output_units(module)) is not None}  # fmt: skip
+        self._layouts: dict[bool, Any] = {}
         self._handles: list[Any] = []
         self.reset()
 
@@ -434,136 +435,155 @@ class Capture:
                 torch.set_num_threads(threads)
 
     # -- reading the pass ----------------------------------------------------------------------------
-    def _weight_values(self, ledger: Ledger, weight_op: str) -> None:
+    def _layout(self, sharded: bool) -> dict[str, tuple[list[tuple[str, str, str]], dict[tuple[str, str, str], int]]]:
+        """Where each statistic goes in the few vectors a pass is read in, one per way ranks
+        combine them: built once from the modules (every leaf, weight and stream point), so that it
+        is the same on every rank whatever ran where."""
+        cached = self._layouts.get(sharded)
+        if cached is not None:
+            return cached
+        keys: dict[str, list[tuple[str, str, str]]] = {"sum": [], "sumsq": [], "max": [], "same": []}
+        for name, _, _, _, weights in self._leaves:
+            keys["sum"] += [("r", name, stat) for stat in ("numel", "sum", "grads", "grad_units", "saturated_count", "saturates")]
+            keys["sumsq"] += [("r", name, stat) for stat in ("norm", "grad_norm", "unit_grad_norm")]
+            keys["max"].append(("r", name, "units"))
+            for w in weights:
+                keys["sumsq" if sharded else "same"] += [("w", w.name, "weight_norm"), ("w", w.name, "weight_grad_norm")]
+                keys["sum" if sharded else "same"].append(("w", w.name, "weight_sum"))
+        for group in self._groups:
+            for name, _ in group:
+                for point in (name, f"{name}:output"):
+                    keys["sum"] += [("p", point, stat) for stat in ("sum", "numel", "units", "grads")]
+                    keys["sumsq"] += [("p", point, stat) for stat in ("norm", "grad", "unit_grad")]
+        layout = {op: (names, {k: i for i, k in enumerate(names)}) for op, names in keys.items()}
+        self._layouts[sharded] = layout
+        return layout
+
+    def stage(self, ledger: Ledger, *, sharded: bool = False) -> None:
+        """Put this pass's statistics in ``ledger`` as a few vectors laid out from the model only
+        (:meth:`_layout`; a module that did not run contributes zeros): sums and counts add across
+        ranks, norms add as squares, each unit's maximum combines by maximum (one slot per layer,
+        counted as alive units). Weights and their gradients are the same on every rank under DDP
+        (after the all-reduce) and add up from shards under FSDP2 (``sharded``). A weight
+        module's width is read off the module (:func:`trainability.adapters.output_units`); other
+        widths come from the pass (then read with ``agree=True``)."""
+        layout = self._layout(sharded)
+        tensors: dict[str, list[tuple[int, torch.Tensor]]] = {op: [] for op in layout}
+        numbers: dict[str, list[tuple[int, float]]] = {op: [] for op in layout}
+        where = {op: index for op, (_, index) in layout.items()}
+        for name, _, role, act, _ in self._leaves:
+            width = self._widths.get(name, 0) if role == "weight" else 0
+            record = self.records.get(name)
+            if record is not None and not width and record.units and act is not None and act[0].can_die:
+                width = record.units
+            if width:
+                ledger.declare(("r", name, "alive_units"), "alive", width)
+            if record is None:
+                continue
+            numbers["sum"].append((where["sum"][("r", name, "numel")], float(record.numel)))
+            for stat, value in zip(record.forward_stats, record.forward or [], strict=False):
+                op = "sumsq" if stat == "norm" else "sum"
+                tensors[op].append((where[op][("r", name, stat)], value))
+            if "saturated_count" in record.forward_stats:
+                numbers["sum"].append((where["sum"][("r", name, "saturates")], 1.0))
+            if record.unit_max is not None:
+                ledger.put(("r", name, "alive_units"), record.unit_max, "alive")
+                numbers["max"].append((where["max"][("r", name, "units")], float(record.units)))
+            if record.backward is not None:
+                numbers["sum"].append((where["sum"][("r", name, "grads")], 1.0))
+                tensors["sumsq"].append((where["sumsq"][("r", name, "grad_norm")], record.backward[0]))
+                if len(record.backward) > 1:
+                    tensors["sumsq"].append((where["sumsq"][("r", name, "unit_grad_norm")], record.backward[1]))
+                    numbers["sum"].append((where["sum"][("r", name, "grad_units")], float(record.grad_units)))
+        self._weight_values(tensors, numbers, where, sharded)
+        for point, entry in self.points.items():
+            for stat in ("sum", "numel", "units", "norm", "grad", "unit_grad"):
+                op = "sum" if stat in ("sum", "numel", "units") else "sumsq"
+                position = where[op].get(("p", point, stat))
+                if position is None or stat not in entry:
+                    continue
+                value = entry[stat]
+                (tensors if isinstance(value, torch.Tensor) else numbers)[op].append((position, value))  # type: ignore[arg-type]
+            if "grad" in entry and ("p", point, "grads") in where["sum"]:
+                numbers["sum"].append((where["sum"][("p", point, "grads")], 1.0))
+        for op, (names, _) in layout.items():
+            ledger.put(("cap", op), _fill(len(names), tensors[op], numbers[op]), op)  # type: ignore[arg-type]
+
+    def _weight_values(self, tensors: dict[str, list[tuple[int, torch.Tensor]]], numbers: dict[str, list[tuple[int, float]]],
+                       where: dict[str, dict[tuple[str, str, str], int]], sharded: bool) -> None:  # fmt: skip
         """Every weight's sum and norm (in fast mode every ``WEIGHT_REFRESH``-th collection) and its
         gradient's norm, the norms in one ``_foreach_norm`` each; FSDP2's ``DTensor`` shards are
-        read locally (``weight_op`` says how ranks combine them)."""
+        read locally."""
         fresh: list[tuple[adapters.Weight, torch.Tensor]] = []
         grads: list[tuple[adapters.Weight, torch.Tensor]] = []
-        for record in self.records.values():
-            for w in record.weights:
+        norm_op, sum_op = ("sumsq", "sum") if sharded else ("same", "same")
+        for _, _, _, _, weights in self._leaves:  # every weight, whether its module ran here or not (DDP: all ranks' are equal)
+            for w in weights:
                 cached = self._weight_cache.get(w.name)
-                if cached is not None and cached[0] % self._weight_every:  # fast mode: weights move slowly
+                if cached is not None and cached[0] % self._weight_every and not sharded:  # fast mode: weights move slowly
                     self._weight_cache[w.name] = (cached[0] + 1, cached[1])
-                    for key, value in cached[1].items():
-                        ledger.put(("w", w.name, key), torch.tensor(value, dtype=torch.float64), "same")
+                    numbers["same"].append((where["same"][("w", w.name, "weight_norm")], cached[1]["weight_norm"]))
+                    numbers["same"].append((where["same"][("w", w.name, "weight_sum")], cached[1]["weight_sum"]))
                 else:
                     fresh.append((w, _local_block(w, w.parameter_tensor)))
                 grad = w.parameter_tensor.grad
                 if grad is not None:
                     grads.append((w, _local_block(w, grad)))
-        sq = "sumsq" if weight_op == "sum" else "same"
         for group, key in ((fresh, "weight_norm"), (grads, "weight_grad_norm")):
             if group:
                 for (w, _), norm in zip(group, _norms([t for _, t in group], self._dtype), strict=True):
-                    ledger.put(("w", w.name, key), norm, sq)  # type: ignore[arg-type]
+                    tensors[norm_op].append((where[norm_op][("w", w.name, key)], norm))
         for w, t in fresh:
-            ledger.put(("w", w.name, "weight_sum"), t.sum(dtype=self._dtype or t.dtype), weight_op)  # type: ignore[arg-type]
+            tensors[sum_op].append((where[sum_op][("w", w.name, "weight_sum")], t.sum(dtype=self._dtype or t.dtype)))
         self._fresh = [w.name for w, _ in fresh]
-
-    def stage(self, ledger: Ledger, *, sharded: bool = False) -> None:
-        """Put this pass's statistics in ``ledger``, in a layout that depends on the model only (a
-        module that did not run contributes zeros): sums and counts add across ranks, norms add
-        as squares, each unit's maximum combines by maximum. Weights and their gradients are the
-        same on every rank under DDP (after the all-reduce) and shards under FSDP2 (``sharded``).
-        A weight module's width is read off the module (:func:`trainability.adapters.output_units`),
-        so that ranks where it did not run declare the same layout; other widths come from the pass
-        (then read with ``agree=True``)."""
-        weight_op = "sum" if sharded else "same"
-        for name, _, role, act, weights in self._leaves:
-            spec = act[0] if act is not None else None
-            record = self.records.get(name)
-            if record is None and role != "weight" and spec is None:
-                continue
-            ledger.declare(("r", name, "numel"), "sum")
-            ledger.declare(("r", name, "sum"), "sum")
-            ledger.declare(("r", name, "norm"), "sumsq")
-            ledger.declare(("r", name, "grad_norm"), "sumsq")
-            ledger.declare(("r", name, "grads"), "sum")  # ranks where a gradient reached it
-            if role == "weight":  # the same slots on every rank, whatever each rank's tracing found
-                for key in ("unit_grad_norm", "grad_units", "saturated_count", "saturates"):
-                    ledger.declare(("r", name, key), "sumsq" if key == "unit_grad_norm" else "sum")
-                width = self._widths.get(name, 0)
-            else:
-                if spec is not None and spec.saturates():
-                    ledger.declare(("r", name, "saturated_count"), "sum")
-                    ledger.declare(("r", name, "saturates"), "sum")
-                width = record.units if record is not None and record.units and spec is not None and spec.can_die else 0
-            if width:
-                ledger.declare(("r", name, "alive_units"), "alive", width)
-                ledger.declare(("r", name, "units"), "max")
-            for w in weights:
-                for key in ("weight_norm", "weight_grad_norm"):
-                    ledger.declare(("w", w.name, key), "sumsq" if sharded else "same")
-                ledger.declare(("w", w.name, "weight_sum"), weight_op)
-            if record is None:
-                continue
-            ledger.put(("r", name, "numel"), float(record.numel))
-            for stat, value in zip(record.forward_stats, record.forward or [], strict=False):
-                ledger.put(("r", name, stat), value, "sumsq" if stat == "norm" else "sum")
-            if "saturated_count" in record.forward_stats:
-                ledger.put(("r", name, "saturates"), 1.0)
-            if record.unit_max is not None:
-                ledger.put(("r", name, "alive_units"), record.unit_max, "alive")
-                ledger.put(("r", name, "units"), float(record.units), "max")
-            if record.backward is not None:
-                ledger.put(("r", name, "grads"), 1.0)
-                ledger.put(("r", name, "grad_norm"), record.backward[0], "sumsq")
-                if len(record.backward) > 1:
-                    ledger.put(("r", name, "unit_grad_norm"), record.backward[1], "sumsq")
-                    ledger.put(("r", name, "grad_units"), float(record.grad_units), "sum")
-        self._weight_values(ledger, weight_op)
-        for group in self._groups:
-            for name, _ in group:
-                for point in (name, f"{name}:output"):
-                    entry = self.points.get(point)
-                    for key, op in (("sum", "sum"), ("norm", "sumsq"), ("grad", "sumsq"), ("unit_grad", "sumsq"),
-                                    ("numel", "sum"), ("units", "sum")):  # fmt: skip
-                        ledger.declare(("p", point, key), op)  # type: ignore[arg-type]
-                        if entry is not None and key in entry:
-                            ledger.put(("p", point, key), entry[key] if isinstance(entry[key], torch.Tensor) else float(entry[key]), op)  # type: ignore[arg-type]
 
     def absorb(self, values: dict[Any, list[float]], *, grad_scale: float = 1.0) -> None:
         """Fill each record's values from a read ledger: mean and std from the sums, the dead and
         saturated fractions, RMS gradients. ``grad_scale`` multiplies the gradients reaching
         activations: under data parallelism each rank's gradient is of its own mean loss, the
         whole batch's is ``1 / world_size`` of it."""
+        layout = next((lay for sharded, lay in self._layouts.items() if ("cap", "sum") in values and
+                       len(values[("cap", "sum")]) == len(lay["sum"][0]) and len(values[("cap", "same")]) == len(lay["same"][0])), None)  # fmt: skip
+        if layout is None:
+            return
+        read: dict[tuple[str, str, str], float] = {}
+        for op, (names, _) in layout.items():
+            read.update(zip(names, values[("cap", op)], strict=True))
+        for key, value in values.items():
+            if isinstance(key, tuple) and len(key) == 3 and key[0] == "r" and key[2] == "alive_units":
+                read[key] = value[0]
         leaves = {n: (m, role, ws) for n, m, role, _, ws in self._leaves}
-        values = {k: v for k, v in values.items() if isinstance(k, tuple) and len(k) == 3 and k[0] in ("r", "w", "p")}
-        for (kind, name, stat), value in values.items():
-            if kind == "r" and name not in self.records and stat == "numel" and value[0] > 0 and name in leaves:
-                module, role, weights = leaves[name]  # it ran on another rank only
+        for name, (module, role, weights) in leaves.items():
+            if name not in self.records and read.get(("r", name, "numel"), 0) > 0:  # it ran on another rank only
                 self.records[name] = Record(name, module, role, len(self.records), 0, weights=weights)
-        owner = {w.name: r for r in self.records.values() for w in r.weights}
-        counts = {(name, stat): value[0] for (kind, name, stat), value in values.items()
-                  if kind == "r" and stat in ("numel", "units", "grad_units", "grads", "saturates")}  # fmt: skip
-        for (kind, name, stat), value in values.items():
-            if kind == "r" and name in self.records:
-                record = self.records[name]
-                if stat in ("grads", "saturates"):
-                    continue
-                if stat == "saturated_count" and counts.get((name, "saturates"), 0) == 0:
-                    continue
-                if stat in ("numel", "units", "grad_units"):
-                    setattr(record, stat, int(value[0]))
-                elif stat == "unit_grad_norm":
-                    if counts.get((name, "grad_units"), 0) > 0:
-                        record.values[stat] = value[0] * grad_scale
-                elif stat == "grad_norm":
-                    if counts.get((name, "grads"), 0) > 0:
-                        record.values[stat] = value[0] * grad_scale
-                elif stat == "alive_units":
-                    if counts.get((name, "units"), 0) > 0:
-                        record.values[stat] = value[0]
-                elif counts.get((name, "numel"), 0) > 0:
-                    record.values[stat] = value[0]
-            elif kind == "w" and name in owner:
-                owner[name].values[f"{stat}:{name}"] = value[0]
-            elif kind == "p" and name in self.points:
-                entry = self.points[name]
-                scale = grad_scale if stat in ("grad", "unit_grad") else 1.0
-                if stat in entry:
-                    entry[stat] = value[0] * scale
+        for name, record in self.records.items():
+            v = record.values
+            numel = read.get(("r", name, "numel"), 0.0)
+            record.numel = int(numel)
+            if read.get(("r", name, "units"), 0) > 0:
+                record.units = int(read[("r", name, "units")])
+                if ("r", name, "alive_units") in read:
+                    v["alive_units"] = read[("r", name, "alive_units")]
+            if numel > 0:
+                v["sum"], v["norm"] = read[("r", name, "sum")], read[("r", name, "norm")]
+                if read.get(("r", name, "saturates"), 0) > 0:
+                    v["saturated_count"] = read[("r", name, "saturated_count")]
+            if read.get(("r", name, "grads"), 0) > 0:
+                v["grad_norm"] = read[("r", name, "grad_norm")] * grad_scale
+                if read.get(("r", name, "grad_units"), 0) > 0:
+                    record.grad_units = int(read[("r", name, "grad_units")])
+                    v["unit_grad_norm"] = read[("r", name, "unit_grad_norm")] * grad_scale
+            for w in record.weights:
+                for stat in ("weight_norm", "weight_grad_norm", "weight_sum"):
+                    if ("w", w.name, stat) in read and (stat != "weight_grad_norm" or w.parameter_tensor.grad is not None or read[("w", w.name, stat)]):
+                        v[f"{stat}:{w.name}"] = read[("w", w.name, stat)]
+        for point, entry in self.points.items():
+            if read.get(("p", point, "numel"), 0) > 0:
+                for stat in ("sum", "norm", "numel", "units"):
+                    entry[stat] = read[("p", point, stat)]
+            if read.get(("p", point, "grads"), 0) > 0:
+                entry["grad"] = read[("p", point, "grad")] * grad_scale
+                entry["unit_grad"] = read[("p", point, "unit_grad")] * grad_scale
         if self._weight_every != 1:
             for weight in getattr(self, "_fresh", []):
                 record = next((r for r in self.records.values() if any(w.name == weight for w in r.weights)), None)
@@ -631,6 +651,24 @@ class Capture:
         """Gradients through time, read here (this rank's only)."""
         for record, parts in self._time_vectors():
             record.time_values = torch.cat([p.reshape(-1).double() for p in parts]).tolist()
+
+
+def _fill(size: int, tensors: list[tuple[int, torch.Tensor]], numbers: list[tuple[int, float]]) -> torch.Tensor:
+    """A float64 vector of ``size`` with the given values at their positions: the tensors of one
+    dtype stacked and copied in with one kernel each, the numbers in one more; zeros elsewhere."""
+    device = tensors[0][1].device if tensors else torch.device("cpu")
+    out = torch.zeros(size, dtype=torch.float64, device=device)
+    by_dtype: dict[torch.dtype, tuple[list[int], list[torch.Tensor]]] = {}
+    for position, value in tensors:
+        positions, values = by_dtype.setdefault(value.dtype, ([], []))
+        positions.append(position)
+        values.append(value.reshape(()) if value.dim() else value)
+    for positions, values in by_dtype.values():
+        out.index_copy_(0, torch.tensor(positions, device=device), torch.stack(values).to(device=device, dtype=torch.float64))
+    if numbers:
+        out.index_copy_(0, torch.tensor([p for p, _ in numbers], device=device),
+                        torch.tensor([v for _, v in numbers], dtype=torch.float64, device=device))  # fmt: skip
+    return out
 
 
 def _local_block(weight: adapters.Weight, full: torch.Tensor) -> torch.Tensor:

@@ -315,23 +315,21 @@ class Monitor:
         moment (likewise), the largest attention logits (the largest over ranks) and the output's
         sums (they add)."""
         shared = "sum" if self.view.sharded else "same"
-        for key, values in self._updates.measure().items():
-            for i, t in enumerate(values):
-                ledger.put(("u", i, key), t, shared)  # type: ignore[arg-type]
+        probe = self._updates
+        for key, t in probe.measure().items():
+            ledger.put(("u", key), t, shared)  # type: ignore[arg-type]
         optimizer = self.optimizer
-        if optimizer is not None and optimizer.adaptive:
-            for i, p in enumerate(self._updates.params):
-                v = optimizer.second_moment(p)
-                eps = optimizer.eps(p)
-                if v is None or eps is None:
-                    continue
-                sample = self._updates.values(i, v).float()
+        if optimizer is not None and optimizer.adaptive and probe.params:
+            moments = [optimizer.second_moment(p) for p in probe.params]
+            if any(v is not None for v in moments):
+                sample = probe.sample(moments).float()
+                eps = torch.tensor([optimizer.eps(p) or 0.0 for p in probe.params], device=sample.device)
+                eps = eps.index_select(0, probe._segments.to(sample.device))  # type: ignore[union-attr]
                 active = sample > 0
                 root = sample.clamp_min(0).sqrt()
-                ledger.put(("e", i, "active"), active.sum(), shared)  # type: ignore[arg-type]
-                ledger.put(("e", i, "dominated"), (active & (root <= eps)).sum(), shared)  # type: ignore[arg-type]
-                log_root = torch.where(active, root.clamp_min(1e-38).log(), torch.zeros_like(root)).sum()
-                ledger.put(("e", i, "log_root"), log_root, shared)  # type: ignore[arg-type]
+                ledger.put(("e", "active"), probe.per_weight(active.float()), shared)  # type: ignore[arg-type]
+                ledger.put(("e", "dominated"), probe.per_weight((active & (root <= eps)).float()), shared)  # type: ignore[arg-type]
+                ledger.put(("e", "log_root"), probe.per_weight(torch.where(active, root.clamp_min(1e-38).log(), 0.0)), shared)  # type: ignore[arg-type]
         if self._attention is not None:
             for layer in self._attention.layers:
                 ledger.declare(("a", layer.name), "max")
@@ -345,14 +343,15 @@ class Monitor:
         """The training-time statistics of a read ledger, into the record."""
         names = self._updates.names
         keys = ("delta_sq", "weight_sq", "count", "initial_sq")
-        if names and all(("u", 0, key) in values for key in keys):
-            measured = {key: [values[("u", i, key)][0] for i in range(len(names))] for key in keys}
+        if names and all(("u", key) in values for key in keys):
+            measured = {key: values[("u", key)] for key in keys}
             record.updates = dict(zip(names, self._updates.ratios(measured), strict=True))
             record.updates_initial = dict(zip(names, self._updates.ratios(measured, initial=True), strict=True))
-        for i, name in enumerate(names):
-            active = values.get(("e", i, "active"), [0.0])[0]
-            if active > 0:
-                record.eps[name] = (values[("e", i, "dominated")][0] / active, math.exp(values[("e", i, "log_root")][0] / active))
+        if ("e", "active") in values:
+            for i, name in enumerate(names):
+                active = values[("e", "active")][i]
+                if active > 0:
+                    record.eps[name] = (values[("e", "dominated")][i] / active, math.exp(values[("e", "log_root")][i] / active))
         if self._attention is not None:
             seen = self._attention.values()
             record.attention = {layer.name: values[("a", layer.name)][0] for layer in self._attention.layers
