@@ -184,6 +184,9 @@ class Monitor:
             self._capture._weight_every = 1  # shards add up: every rank reads its own at every record (no cache)
         self._ledger = Ledger()
         self._agreed = False
+        self._order: list[tuple[str, nn.Module]] | None = None
+        self._levels: list[float | None] = []  # each record's median loss since the record before
+        self._inside: dict[tuple[str, ...], set[str]] = {}
         self._handles = [self.model.register_forward_pre_hook(self._arm, with_kwargs=True),
                          self.model.register_forward_hook(self._output_hook)]  # fmt: skip
 
@@ -422,7 +425,8 @@ class Monitor:
         return [replace(finding, message=f"step {at}: {finding.message}", step=at)]
 
     def _judge(self, record: rules.Record, capture: Capture) -> list[Finding]:
-        evidence = rules.TrainingEvidence(self.records, self.losses, self.optimizer, set(self._kinds))
+        self._levels.append(self.losses.level(*rules.TrainingEvidence(self.records, self.losses).window()))
+        evidence = rules.TrainingEvidence(self.records, self.losses, self.optimizer, set(self._kinds), self._levels)
         found: list[Finding] = []
         found += rules.too_high(evidence)
         found += rules.epsilon(evidence)
@@ -466,12 +470,15 @@ class Monitor:
     def _doctor(self, record: rules.Record, capture: Capture) -> list[Finding]:
         """The doctor's verdicts on this pass: gradients along the residual stream (or along the
         weight layers of a plain stack), dead and saturated units."""
-        order = adapters.named_modules(self.view)  # every module, so that a block's normalization is seen
+        if self._order is None:
+            self._order = adapters.named_modules(self.view)  # every module, so that a block's normalization is seen
+        blocks = tuple(capture.residual_blocks())
+        if blocks not in self._inside:
+            self._inside[blocks] = inside_blocks([n for n, _ in self._order], blocks, self._stream)
         evidence = doctor_rules.Evidence(
-            layers=record.layers, weight_var={}, order=order, links=self._links or {},
+            layers=record.layers, weight_var={}, order=self._order, links=self._links or {},
             numel={r.name: r.numel for r in capture.records.values()}, grad_finite={}, inputs_of={},
-            loss=0.0, batch_size=2**20, blocks=record.blocks,
-            inside_blocks=inside_blocks([n for n, _ in order], capture.residual_blocks(), self._stream),
+            loss=0.0, batch_size=2**20, blocks=record.blocks, inside_blocks=self._inside[blocks],
         )  # fmt: skip
         return doctor_rules.gradient_flow(evidence) + doctor_rules.unit_health(evidence)
 
@@ -534,7 +541,7 @@ class Monitor:
         return plot_monitor(self, Path(path))
 
     _STATE = ("steps_done", "rows", "findings", "records", "_reported", "_kinds", "_spikes_seen", "_last_spike",
-              "_dense_until", "_explained")  # fmt: skip
+              "_dense_until", "_explained", "_levels")  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """What the monitor knows, to resume it with a checkpoint (``fit`` saves it with its own):
