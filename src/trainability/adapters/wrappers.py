@@ -16,6 +16,7 @@ torch optimizer it steps as ``.optimizer`` (:func:`unwrap_optimizer`).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from torch import nn
@@ -71,8 +72,8 @@ def unwrap_optimizer(optimizer: Any) -> Any:
 def is_fully_sharded(model: Any) -> bool:
     """Whether FSDP2's ``fully_shard`` was applied to the model or any of its submodules (its
     parameters are then ``DTensor`` shards)."""
-    if not isinstance(model, nn.Module):
-        return False
+    if not isinstance(model, nn.Module) or "torch.distributed.fsdp" not in sys.modules:
+        return False  # fully_shard imports it: without it nothing can be sharded
     return any(any(c.__name__ == "FSDPModule" for c in type(m).__mro__) for m in model.modules())
 
 

@@ -636,9 +636,10 @@ class Capture:
         """The gradient norm reaching each time step of each recurrent module, into the ledger
         (their squares add across ranks; sequences of other lengths are padded with zeros, which
         needs ``agree=True`` when reading)."""
-        for name, _, _, _, _ in self._leaves:
-            if self._time and adapters.time_dim(dict((n, m) for n, m, *_ in self._leaves)[name]) is not None:
-                ledger.declare(("t", name, "grad"), "sumsq", 0)
+        if self._time:
+            for name, module, _, _, _ in self._leaves:
+                if adapters.time_dim(module) is not None:
+                    ledger.declare(("t", name, "grad"), "sumsq", 0)
         for record, parts in self._time_vectors():
             ledger.put(("t", record.name, "grad"), torch.cat([p.reshape(-1).double() for p in parts]), "sumsq")
 
