@@ -246,3 +246,25 @@ def test_output_logit_divergence_is_a_drift_of_every_logit(points, fires):
     assert bool(found) == fires
     if fires:
         assert found[0].action["op"] == "z_loss" and "z-loss" in found[0].fix and "weight decay" in found[0].fix
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_turbulent_start_that_trains_is_no_rate_too_high(seed):
+    # a 20-layer ELU stack's first steps swing the loss from 2.5 to 8.2 and back to 0.9; it then
+    # trains to a loss near 0: the rate is not too high, and nothing says so
+    from trainability import datasets, mlp
+
+    splits = datasets.load("circles")
+    x, y = splits.train.x, splits.train.y
+    torch.manual_seed(seed)
+    model = mlp(x.shape[1], 2, depth=20, width=64, activation="elu")
+    g = torch.Generator().manual_seed(seed)
+
+    def batches(step: int):  # noqa: ANN202
+        i = torch.randint(0, len(x), (32,), generator=g)
+        return x[i], y[i]
+
+    run = C.train(model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), batches, 300)
+    late = sorted(run.losses[-50:])
+    assert late[25] < 0.4 and max(run.losses[:20]) > 1.5 * run.losses[0]  # it trains (median below ln 2), after a turbulent start
+    assert not {"learning_rate_too_high", "learning_rate_too_low"} & run.kinds(), run.monitor.summary()

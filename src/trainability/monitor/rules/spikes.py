@@ -5,7 +5,9 @@ For each step, its loss against the steps before it (up to :data:`WINDOW`, at le
 :data:`SPIKE_Z` (ZClip uses 2.5 on an EMA of the gradient norm to clip, OLMo 2 counts 7 sigma as a
 spike; a robust 6 keeps healthy batch-to-batch noise out). A plain z-score fires on healthy runs
 once the loss nears zero (tiny absolute wobbles are many sigmas), so the jump must also be
-large in the loss's own terms: at least doubling its recent level, and undoing at least
+large in the loss's own terms: at least doubling its recent level and the highest loss of the
+window (a healthy run's batch losses have a heavy upper tail: a new high a little above the
+last ones is noise, measured on a deep ELU MLP on circles, batch 32), and undoing at least
 :data:`PROGRESS_UNDONE` of the progress made since the start (a converged MLP whose batch loss of
 0.007 jumps to 0.3 on a batch of hard samples, measured here, undoes a tenth of it: batch noise). Spikes closer than :data:`EPISODE` steps are one episode.
 
@@ -52,7 +54,7 @@ def find_spikes(ev: TrainingEvidence, after: int) -> list[tuple[int, float, floa
             continue
         median, scale = robust_scale(window)
         jump = value - median
-        if median <= 0 or value < 2 * median or jump < PROGRESS_UNDONE * (start - median):
+        if median <= 0 or value < 2 * median or value < 2 * max(window) or jump < PROGRESS_UNDONE * (start - median):
             continue
         z = jump / scale if scale > 0 else math.inf
         if z >= SPIKE_Z:
