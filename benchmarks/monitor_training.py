@@ -1,7 +1,7 @@
 """The Monitor on training runs that fail: how early it names the cause, and what it costs.
 
 Each failing case is trained twice, as it is and with the fix the Monitor names, under a Monitor on
-its default schedule (steps 0, 1, 2, 4, 8, 16, then every 25). Reported per case: the first
+its default schedule (steps 0, 1, 2, 4, 8, 16, 32, then every 50). Reported per case: the first
 finding (kind and step); the step where the loss degrades, the first non-finite loss or, for a run
 that never blows up, the first step where the loss (a running median of 10 steps) is 25% above the
 fixed run's, its twin on the same batches; the lead between the two; and whether the fixed run

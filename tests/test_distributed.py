@@ -120,6 +120,6 @@ def test_the_torchrun_example_reports_once_on_rank_0():
     result = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert sum("learning_rate_too_high" in line for line in lines) == 1  # once, on rank 0
+    assert sum("learning_rate_too_high" in line for line in lines) == 1, result.stdout  # once, on rank 0
     assert all(not line.startswith("[rank 1]") for line in lines)
     assert "DDP on 2 process(es)" in result.stdout

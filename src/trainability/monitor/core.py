@@ -58,6 +58,10 @@ from trainability.monitor.updates import UpdateProbe
 
 STATISTICS = ("mean", "std", "dead_fraction", "saturated_fraction", "grad_norm", "weight_std",
               "weight_grad_norm", "grad_weight_ratio")  # fmt: skip
+#: Where records come closer than this many steps (``every=1``), the update-to-weight ratio and the
+#: optimizer's state (slow to change) are measured at most this often: the weights' sample is then
+#: copied once in this many steps, not at every one.
+UPDATE_EVERY = 10
 #: After a loss spike, record every step for this many steps (a recurrence is then seen whole).
 DENSE_AFTER_SPIKE = 50
 #: Findings that name a cause; the doctor's init-time verdicts after them are its consequences.
@@ -186,6 +190,7 @@ class Monitor:
         self._agreed = False
         self._order: list[tuple[str, nn.Module]] | None = None
         self._levels: list[float | None] = []  # each record's median loss since the record before
+        self._last_update = -UPDATE_EVERY  # the last step whose update was measured
         self._inside: dict[tuple[str, ...], set[str]] = {}
         self._handles = [self.model.register_forward_pre_hook(self._arm, with_kwargs=True),
                          self.model.register_forward_hook(self._output_hook)]  # fmt: skip
@@ -254,8 +259,9 @@ class Monitor:
         capture = self._capture
         if capture.records or self._output is not None:
             new += self._record(step)
-        if self._scheduled(step + 1) and self._updates.params:
+        if self._scheduled(step + 1) and self._updates.params and step + 1 - self._last_update >= UPDATE_EVERY:
             self._updates.snapshot()  # the next step measures the update this step makes
+            self._last_update = step + 1
         if capture.attached and not self._scheduled(step + 1):  # hooks stay on while steps run back to back
             capture.detach()
             if self._attention is not None:
@@ -319,10 +325,11 @@ class Monitor:
         sums (they add)."""
         shared = "sum" if self.view.sharded else "same"
         probe = self._updates
-        for key, t in probe.measure().items():
+        measured = probe.measure()
+        for key, t in measured.items():
             ledger.put(("u", key), t, shared)  # type: ignore[arg-type]
         optimizer = self.optimizer
-        if optimizer is not None and optimizer.adaptive and probe.params:
+        if optimizer is not None and optimizer.adaptive and probe.params and (measured or not self.records):
             moments = [optimizer.second_moment(p) for p in probe.params]
             if any(v is not None for v in moments):
                 sample = probe.sample(moments).float()
