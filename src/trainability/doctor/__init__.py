@@ -72,10 +72,13 @@ def block_stats(capture: Capture) -> list[BlockStats]:
     """The residual stream, block by block (empty for a network without residual blocks), from a
     capture built with ``blocks=graph.block_groups(model)``; the doctor and the Monitor judge
     gradient flow along it."""
-    modules = dict(adapters.named_modules(capture.model))
+    points = capture.stream_points()
+    if not points:
+        return []
+    modules = capture.modules
     return [BlockStats(name, type(modules[name.removesuffix(":output")]).__name__, e.get("mean", math.nan),
                        e.get("std", math.nan), e.get("grad_rms"), e.get("unit_grad_rms"), e.get("shape"))
-            for name, e in capture.stream_points()]  # fmt: skip
+            for name, e in points]  # fmt: skip
 
 
 def _projection_rms(capture: Capture, module: str, weight: adapters.Weight) -> float | None:

@@ -152,7 +152,7 @@ class Capture:
             else:
                 act = graph.activation_and_hyperparameters(module) if role == "activation" else (None, {})
                 self._leaves.append((name, module, role, act if act[0] is not None else None, weights))
-        modules = dict(adapters.named_modules(model))
+        modules = self.modules = dict(adapters.named_modules(model))  # name -> module, read once
         self._groups = [[(n, modules[n]) for n in group] for group in (blocks or [])]
         self._stream = stream
         if stream is not None:  # one more group, residual by construction
@@ -251,8 +251,9 @@ class Capture:
             record = Record(name, mod, role, len(self.records), out.numel(), inputs=producers, weights=weights, channel_axis=axis)
             self._forward_stats(record, out.detach(), act)
             self.records[name] = record
-            self._producers[id(out)] = name
-            self._keep.append(out)
+            if self._dtype is not None:  # who feeds whom, by tensor identity: keep the tensor so its id stays its own
+                self._producers[id(out)] = name
+                self._keep.append(out)
             if out.requires_grad:
                 out.register_hook(functools.partial(self._on_grad, record))
             if cell:
