@@ -126,10 +126,9 @@ def measure(slices: int) -> tuple[dict[str, float], str]:
     except Exception as exc:  # noqa: BLE001 - reported in the results
         run, wandb_note = None, f"wandb.watch was not measured: {type(exc).__name__}: {exc}"
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for model, opt, x, y, _ in variants.values():  # warm-up
-        for _ in range(3):
-            F.cross_entropy(model(x), y).backward()
-            opt.zero_grad(set_to_none=True)
+    for model, opt, x, y, hook in variants.values():  # warm-up, past the default schedule's doubling start (0, 1, ..., 32)
+        for _ in range(6):
+            block(model, opt, x, y, hook)
     for _ in range(slices):
         for name, (model, opt, x, y, hook) in variants.items():
             times[name].append(block(model, opt, x, y, hook))

@@ -261,8 +261,9 @@ def overhead(slices: int, threads: int) -> dict[str, dict[str, float]]:
                 optimizer.zero_grad(set_to_none=True)
             return (time.perf_counter() - start) / 10
 
-        for args in variants.values():
-            block(*args)  # warm-up
+        for args in variants.values():  # warm-up, past the default schedule's doubling start (0, 1, 2, ..., 32)
+            for _ in range(6):
+                block(*args)
         for _ in range(slices):
             for variant, args in variants.items():
                 times[variant].append(block(*args))
@@ -345,7 +346,9 @@ of wrong labels, the step it was fed). *Lead*: steps between the first finding a
 {chr(10).join(healthy_rows)}
 
 Cost: median step time of plain training, the Monitor on its default schedule and recording every
-step, in round-robin slices of 10 steps ({1 if args.quick else args.slices} slices each).
+step, in round-robin slices of 10 steps ({1 if args.quick else args.slices} slices each), after 60 steps of
+warm-up: the default schedule's steady state, one record in 50 steps (its first 32 steps record 7
+times, once).
 
 | model | {header} |
 |---|{"---|---|---|" * len(threads)}
