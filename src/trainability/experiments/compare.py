@@ -94,7 +94,7 @@ def _grid(data: Any, preset: str | None, epochs: int | None, seeds: int | None, 
 
 def _check_models(grid: Grid, splits: Any) -> None:
     """Build a tiny model per activation and normalization: a combination that cannot be built fails now."""
-    from trainability import mlp
+    from trainability.models import mlp
 
     for activation in grid.factors["activation"]:
         for batch_norm in grid.factors["batch_norm"]:

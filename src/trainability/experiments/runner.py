@@ -77,7 +77,8 @@ class ModelSpec:
     batch_norm: str = "none"
 
     def build(self, in_features: int, out_features: int, *, seed: int, sample: torch.Tensor) -> nn.Module:
-        from trainability import initialize, mlp
+        from trainability.initialization import initialize
+        from trainability.models import mlp
 
         torch.manual_seed(seed)
         model = mlp(in_features, out_features, depth=self.depth, width=self.width, activation=self.activation,
@@ -252,7 +253,8 @@ def train(task: Task, progress: Progress | None = None) -> Outcome:
 
 def _train(task: Task, progress: Progress | None, outcome: Outcome) -> None:
     """Fill ``outcome`` as the run goes, so a run that fails half-way keeps what it measured."""
-    from trainability import Monitor, fit
+    from trainability.monitor import Monitor
+    from trainability.training import fit
 
     torch.set_flush_denormal(True)  # saturated sigmoid stacks make denormal floats, slow on CPUs
     splits = task.data.load()

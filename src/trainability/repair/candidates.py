@@ -110,7 +110,7 @@ def take_initialized(model: nn.Module, names: list[str], init: str, seed: int, e
     ``"auto"``: the matched initializer per layer, else that initializer for these layers): on a
     copy of the model, whose state for these modules is then copied over, so nothing else
     changes. ``everything=True`` initializes the model itself."""
-    from trainability import initialize
+    from trainability.initialization import initialize
 
     target = model if everything else copy.deepcopy(model)
     plan = initialize(target, init=init if init == "auto" or everything else dict.fromkeys(names, init), seed=seed)

@@ -33,9 +33,10 @@ from typing import Any
 
 from torch import nn
 
-from trainability import activations, adapters, initialize
+from trainability import activations, adapters
 from trainability import init as inits
 from trainability.graph import activation_of, is_norm
+from trainability.initialization import initialize
 from trainability.repair.candidates import TRAINING_ONLY, Candidate
 from trainability.repair.surgery import Structure, module_name, norm_for, trace
 
