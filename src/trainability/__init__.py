@@ -8,6 +8,7 @@ from trainability import activations, datasets, init
 from trainability.batchnorm import fold_batchnorm
 from trainability.doctor import Finding, Report, diagnose
 from trainability.initialization import InitPlan, PlanEntry, initialize
+from trainability.lr_finder import find_lr
 from trainability.models import mlp
 from trainability.monitor import Monitor
 from trainability.table import recommended_init
@@ -41,6 +42,7 @@ __all__ = [
     "compare",
     "datasets",
     "diagnose",
+    "find_lr",
     "fit",
     "fold_batchnorm",
     "init",
