@@ -110,6 +110,104 @@ class SequenceRNN(nn.Module):
         return self.head(out[:, -1])
 
 
+class ResidualLoop(nn.Module):
+    """Residual blocks written as a loop in ``forward``, no block module: ``h = h + b_i(relu(a_i(h)))``,
+    He-initialized, no normalization (the issue's deep residual MLP: its branches are found only
+    on the traced graph)."""
+
+    def __init__(self, inputs: int, outputs: int, blocks: int = 16, width: int = 64) -> None:
+        super().__init__()
+        self.stem = nn.Linear(inputs, width)
+        self.a = nn.ModuleList(nn.Linear(width, width) for _ in range(blocks))
+        self.b = nn.ModuleList(nn.Linear(width, width) for _ in range(blocks))
+        self.head = nn.Linear(width, outputs)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        for a, b in zip(self.a, self.b, strict=True):
+            h = h + b(torch.relu(a(h)))
+        return self.head(h)
+
+
+class ConvNet(nn.Module):
+    """The features as a one-channel image (``side`` x ``side``; digits: 8 x 8) or, with
+    ``side=None``, a one-channel sequence (mnist1d), ``depth`` 3x3 convolutions of ``channels``
+    with ReLU, global average pooling, a linear head."""
+
+    def __init__(self, inputs: int, outputs: int, depth: int = 6, channels: int = 16, side: int | None = 8) -> None:
+        super().__init__()
+        self.side = side
+        conv = nn.Conv2d if side else nn.Conv1d
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [conv(1 if i == 0 else channels, channels, 3, padding=1), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(x.shape[0], 1, self.side, self.side) if self.side else x.unsqueeze(1)
+        h = self.body(x)
+        return self.head(h.flatten(2).mean(-1))
+
+
+class HFClassifier(nn.Module):
+    """A ``transformers`` encoder built from its config (no download): the features cut into
+    tokens of ``size``, a linear embedding into ``inputs_embeds``, BERT (post-LN) or GPT-2
+    (pre-LN) with ``initializer_range``, and the model's own classification head; returns logits."""
+
+    def __init__(self, inputs: int, outputs: int, kind: str = "bert", size: int = 8, hidden: int = 32, layers: int = 2,
+                 initializer_range: float = 0.02) -> None:  # fmt: skip
+        super().__init__()
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        self.size = size
+        self.embed = nn.Linear(size, hidden)
+        if kind == "bert":
+            config = transformers.BertConfig(vocab_size=4, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                                             intermediate_size=2 * hidden, max_position_embeddings=inputs // size,
+                                             num_labels=outputs, initializer_range=initializer_range,
+                                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
+            self.net = transformers.BertForSequenceClassification(config)
+        else:
+            config = transformers.GPT2Config(vocab_size=4, n_embd=hidden, n_layer=layers, n_head=4, n_positions=inputs // size,
+                                             num_labels=outputs, initializer_range=initializer_range, resid_pdrop=0.0,
+                                             embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0)  # fmt: skip
+            self.net = transformers.GPT2ForSequenceClassification(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs_embeds=self.embed(x.view(x.shape[0], -1, self.size))).logits
+
+
+# -- generated data: a memory that must span the whole sequence -----------------------------------
+def memory(steps: int, classes: int = 4, features: int = 4, samples: int = 2000, seed: int = 0) -> Any:
+    """``steps`` time steps of ``features`` standard-normal values; the class is written at step 0
+    only (a one-hot of size 3 over the first ``classes`` features), and a model reading the last
+    state must carry it across every step (64/16/20% train/validation/test)."""
+    from trainability.datasets import Split, Splits
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, classes, (samples,), generator=g)
+    x = torch.randn(samples, steps, features, generator=g)
+    x[:, 0, :] = 0.0
+    x[torch.arange(samples), 0, y] = 3.0
+    x = x.reshape(samples, steps * features)
+    a, b = int(0.64 * samples), int(0.8 * samples)
+    return Splits(f"memory{steps}", Split(x[:a], y[:a]), Split(x[a:b], y[a:b]), Split(x[b:], y[b:]))
+
+
+GENERATED: dict[str, Callable[[], Any]] = {f"memory{t}": (lambda t=t: memory(t)) for t in (30, 40, 60)}
+
+
+def load(name: str) -> Any:
+    """A built-in data set by name, or one of :data:`GENERATED`."""
+    return GENERATED[name]() if name in GENERATED else datasets.load(name)
+
+
 # -- how each configuration is broken ---------------------------------------------------------------
 def normal_weights(model: nn.Module, std: float = 1.0) -> nn.Module:
     """Every weight (Linear, attention's packed projections) drawn from N(0, std^2)."""
@@ -117,6 +215,37 @@ def normal_weights(model: nn.Module, std: float = 1.0) -> nn.Module:
         for name, p in model.named_parameters():
             if p.dim() >= 2 and "position" not in name:
                 p.normal_(0.0, std)
+    return model
+
+
+def gate_bias(model: nn.Module, value: float) -> nn.Module:
+    """The recurrent layer's memory gate (an LSTM's forget gate, a GRU's update gate) biased to
+    ``value`` (``bias_ih``; ``bias_hh``'s block 0)."""
+    rnn = model.rnn  # type: ignore[union-attr]
+    h = rnn.hidden_size
+    with torch.no_grad():
+        rnn.bias_ih_l0[h : 2 * h] = value
+        rnn.bias_hh_l0[h : 2 * h] = 0.0
+    return model
+
+
+def chrono(model: nn.Module, steps: int) -> nn.Module:
+    """The textbook build of a gated recurrent layer for long memory: initialize, then chrono
+    gate biases for ``steps`` (Tallec & Ollivier 2018)."""
+    from trainability.initialization import chrono_bias_
+
+    initialize(model)
+    chrono_bias_(model.rnn, steps, generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+    return model
+
+
+def fixup_loop(model: ResidualLoop) -> ResidualLoop:
+    """Fixup for :class:`ResidualLoop` (Zhang et al. 2019): each branch's last layer 0, its first
+    He x L^(-1/2) (two layers a branch)."""
+    with torch.no_grad():
+        for a, b in zip(model.a, model.b, strict=True):
+            a.weight.mul_(len(model.a) ** -0.5)
+            b.weight.zero_()
     return model
 
 
@@ -219,6 +348,51 @@ CASES: list[Case] = [
          _initialized(lambda i, o: SequenceRNN(i, o, 2))),
     Case("rnn-20-steps-mnist1d", "plain RNN, vanishing through time", "mnist1d", lambda i, o: SequenceRNN(i, o, 2),
          _initialized(lambda i, o: SequenceRNN(i, o, 2))),
+    # unnormalized residual stacks of several depths, blocks as modules or as a loop in forward: counterpart, Fixup
+    Case("residual-loop-8-digits", "unnormalized deep residual", "digits", lambda i, o: ResidualLoop(i, o, 8),
+         lambda i, o: fixup_loop(ResidualLoop(i, o, 8))),
+    Case("residual-loop-32-blobs", "unnormalized deep residual", "blobs", lambda i, o: ResidualLoop(i, o, 32),
+         lambda i, o: fixup_loop(ResidualLoop(i, o, 32))),
+    Case("residual-32-mnist1d", "unnormalized deep residual", "mnist1d", lambda i, o: ResidualMLP(i, o, 32),
+         _initialized(lambda i, o: ResidualMLP(i, o, 32))),
+    # LSTMs and GRUs whose memory must span the sequence, with the memory gate biased shut: counterpart, chrono init
+    Case("lstm-memory60-forget-5", "LSTM/GRU long memory, bad gate bias", "memory60",
+         lambda i, o: gate_bias(SequenceRNN(i, o, 4, kind="lstm"), -5.0), lambda i, o: chrono(SequenceRNN(i, o, 4, kind="lstm"), 60),
+         optimizer="adam", lr=0.01),
+    Case("lstm-memory40-forget-3", "LSTM/GRU long memory, bad gate bias", "memory40",
+         lambda i, o: gate_bias(SequenceRNN(i, o, 4, kind="lstm"), -3.0), lambda i, o: chrono(SequenceRNN(i, o, 4, kind="lstm"), 40),
+         optimizer="adam", lr=0.01),
+    Case("gru-memory60-update-5", "LSTM/GRU long memory, bad gate bias", "memory60",
+         lambda i, o: gate_bias(SequenceRNN(i, o, 4, kind="gru"), -5.0), lambda i, o: chrono(SequenceRNN(i, o, 4, kind="gru"), 60),
+         optimizer="adam", lr=0.01),
+    Case("gru-memory30-update-3", "LSTM/GRU long memory, bad gate bias", "memory30",
+         lambda i, o: gate_bias(SequenceRNN(i, o, 4, kind="gru"), -3.0), lambda i, o: chrono(SequenceRNN(i, o, 4, kind="gru"), 30),
+         optimizer="adam", lr=0.01),
+    # plain tanh RNNs over long sequences: counterpart, an LSTM of the same size with chrono init
+    Case("rnn-memory40", "plain RNN over a long sequence", "memory40", lambda i, o: SequenceRNN(i, o, 4),
+         lambda i, o: chrono(SequenceRNN(i, o, 4, kind="lstm"), 40), optimizer="adam", lr=0.01),
+    Case("rnn-memory60", "plain RNN over a long sequence", "memory60", lambda i, o: SequenceRNN(i, o, 4),
+         lambda i, o: chrono(SequenceRNN(i, o, 4, kind="lstm"), 60), optimizer="adam", lr=0.01),
+    # transformers built from transformers configs: a bad initializer range, or a learning rate too high
+    Case("bert-init1-digits", "transformers config, bad initializer_range", "digits",
+         lambda i, o: HFClassifier(i, o, "bert", initializer_range=1.0), lambda i, o: HFClassifier(i, o, "bert"), optimizer="adam"),
+    Case("gpt2-init1-mnist1d", "transformers config, bad initializer_range", "mnist1d",
+         lambda i, o: HFClassifier(i, o, "gpt2", size=4, initializer_range=1.0), lambda i, o: HFClassifier(i, o, "gpt2", size=4),
+         optimizer="adam"),
+    Case("bert-lr01-digits", "transformers config, learning rate too high", "digits", lambda i, o: HFClassifier(i, o, "bert"),
+         lambda i, o: HFClassifier(i, o, "bert"), optimizer="adam", lr=0.1, fixed_lr=1e-3),
+    Case("gpt2-lr1-mnist1d", "transformers config, learning rate too high", "mnist1d",
+         lambda i, o: HFClassifier(i, o, "gpt2", size=4), lambda i, o: HFClassifier(i, o, "gpt2", size=4), optimizer="adam",
+         lr=1.0, fixed_lr=1e-3),
+    # CNNs (SGD with momentum 0.9): PyTorch's default init, N(0, 1) weights, a learning rate that blows up: counterpart, He
+    Case("cnn-6-default-digits", "CNN", "digits", lambda i, o: ConvNet(i, o, 6), _initialized(lambda i, o: ConvNet(i, o, 6)),
+         momentum=0.9),
+    Case("cnn-6-default-mnist1d", "CNN", "mnist1d", lambda i, o: ConvNet(i, o, 6, side=None),
+         _initialized(lambda i, o: ConvNet(i, o, 6, side=None)), momentum=0.9),
+    Case("cnn-6-normal-digits", "CNN", "digits", lambda i, o: normal_weights(ConvNet(i, o, 6)),
+         _initialized(lambda i, o: ConvNet(i, o, 6)), momentum=0.9),
+    Case("cnn-6-lr05-digits", "CNN", "digits", _initialized(lambda i, o: ConvNet(i, o, 6)), _initialized(lambda i, o: ConvNet(i, o, 6)),
+         lr=0.5, momentum=0.9, fixed_lr=0.01),
     # healthy networks: left alone every time
     Case("healthy-relu-10-digits", "healthy", "digits", _mlp("relu", 10), None),
     Case("healthy-tanh-5-circles", "healthy", "circles", _mlp("tanh", 5), None),
@@ -227,18 +401,25 @@ CASES: list[Case] = [
     Case("healthy-residual-norm-blobs", "healthy", "blobs", lambda i, o: ResidualMLP(i, o, 8, norm=True), None),
     Case("healthy-transformer-digits", "healthy", "digits", _initialized(lambda i, o: TokenTransformer(i, o, 8)), None,
          optimizer="adam"),
+    Case("healthy-bert-digits", "healthy", "digits", lambda i, o: HFClassifier(i, o, "bert"), None, optimizer="adam"),
+    Case("healthy-lstm-chrono-memory40", "healthy", "memory40", lambda i, o: chrono(SequenceRNN(i, o, 4, kind="lstm"), 40), None,
+         optimizer="adam", lr=0.01),
+    Case("healthy-cnn-6-digits", "healthy", "digits", _initialized(lambda i, o: ConvNet(i, o, 6)), None, optimizer="adam"),
 ]  # fmt: skip
 
 
 # -- measuring ------------------------------------------------------------------------------------
 def budget_run(model: nn.Module, splits: Any, settings: dict[str, Any], seed: int) -> float | None:
-    """Validation accuracy after the budget, trained exactly as repair trains a candidate."""
-    from trainability.experiments.runner import Task, train
-    from trainability.repair.search import CandidateModel, InMemory, _settings_spec
+    """Validation accuracy after the budget, trained exactly as repair trains a candidate (the
+    same batches, rounds and settings: warm-up, Adam's epsilon and the z-loss included)."""
+    from trainability.repair.runs import ROUNDS, Run, full_settings, rounds_of
 
-    outcome = train(Task("check", InMemory(splits), CandidateModel(model), _settings_spec(settings, BUDGET), seed))
-    last = outcome.epochs[-1] if outcome.epochs else {}
-    return last.get("val_accuracy") if outcome.status == "finished" else 0.0
+    settings = full_settings(settings)
+    run = Run("check", copy.deepcopy(model), settings, rounds_of(splits.train, BUDGET, settings["batch_size"], seed),
+              splits.validation, seed, BUDGET // ROUNDS)  # fmt: skip
+    run.advance(ROUNDS)
+    run.close()
+    return run.records[-1].get("val_accuracy") if run.status != "failed" and run.records else 0.0
 
 
 def normal_run(model: nn.Module, splits: Any, case: Case, seed: int) -> tuple[int, float, float]:
@@ -267,11 +448,11 @@ def normal_run(model: nn.Module, splits: Any, case: Case, seed: int) -> tuple[in
 
 
 def run_case(case: Case, seed: int = 0) -> dict[str, Any]:
-    splits = datasets.load(case.data)
+    splits = load(case.data)
     broken = case.build("broken", splits, seed)
     start = time.perf_counter()
-    result = trainability.repair(broken, case.data, budget_steps=BUDGET, optimizer=case.optimizer, lr=case.lr,
-                                 momentum=case.momentum, seed=seed, workers=1)  # fmt: skip
+    result = trainability.repair(broken, case.data if case.data not in GENERATED else splits, budget_steps=BUDGET,
+                                 optimizer=case.optimizer, lr=case.lr, momentum=case.momentum, seed=seed, workers=1)  # fmt: skip
     seconds = time.perf_counter() - start
     row = {"case": case.name, "family": case.family, "data": case.data, "seed": seed, "verdict": result.verdict,
            "change": result.change.label if result.change else "-", "kind": result.change.kind if result.change else "-",
@@ -281,7 +462,7 @@ def run_case(case: Case, seed: int = 0) -> dict[str, Any]:
         return row
     counterpart = case.build("fixed", splits, seed)
     row["counterpart"] = budget_run(copy.deepcopy(counterpart), splits, case.settings("fixed"), seed)
-    row["repaired_score"] = budget_run(result.model, splits, result.train_settings, seed)
+    row["repaired_score"] = budget_run(result.model, splits, result.settings, seed)
     row["letter"] = (row["repaired_score"] is not None and row["counterpart"] is not None
                      and row["repaired_score"] >= REPAIRED_FRACTION * row["counterpart"])  # fmt: skip
     row["repaired"] = result.trains and row["letter"]  # and repair itself says the model trains
@@ -391,12 +572,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="run the configurations whose name contains this")
     parser.add_argument("--no-write", action="store_true", help="print, do not write docs/RESULTS.md")
     parser.add_argument("--quick", action="store_true", help="one broken and one healthy configuration, one seed (the smoke run)")
+    parser.add_argument("--seeds", type=int, help="run only the first N seeds")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     global SEEDS
     if args.quick:
         SEEDS = SEEDS[:1]
+    if args.seeds:
+        SEEDS = SEEDS[: args.seeds]
     cases = [c for c in CASES if (args.only is None or args.only in c.name) and (not args.quick or c.name in QUICK)]
     torch.manual_seed(0)  # warm up (imports, first passes) before anything is timed
     trainability.repair(mlp(8, 4, depth=2, width=8), "blobs", budget_steps=10, workers=1)
