@@ -298,7 +298,7 @@ def test_report_json_and_plot_carry_streams_and_time(tmp_path):
 
 def test_promised_names_exist_exactly_as_written():
     import trainability.doctor
-    import trainability.lightning
+    import trainability.integrations.lightning
     import trainability.theory
 
     for name in ("init", "activations", "initialize", "InitPlan", "mlp", "recommended_init", "diagnose", "Report",
@@ -306,7 +306,7 @@ def test_promised_names_exist_exactly_as_written():
         assert hasattr(trainability, name), name
     assert trainability.diagnose is trainability.doctor.diagnose
     assert trainability.Report is trainability.doctor.Report
-    assert callable(trainability.lightning.TrainabilityCallback)
+    assert callable(trainability.integrations.lightning.TrainabilityCallback)
     for name in ("chi", "fixed_point", "depth_scale", "critical_weight_variance", "max_trainable_depth"):
         assert callable(getattr(trainability.theory, name)), name
     assert callable(trainability.init.VarianceScaling) and callable(trainability.activations.AlphaDropout)

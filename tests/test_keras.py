@@ -33,6 +33,7 @@ from trainability import Monitor, adapters, diagnose, fit, initialize  # noqa: E
 from trainability.adapters import keras as keras_adapter  # noqa: E402
 from trainability.cli import main  # noqa: E402
 from trainability.graph import find_consumers, skip_connections  # noqa: E402
+from trainability.integrations.keras import TrainabilityCallback as KerasCallback  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "keras_textbook.py"
@@ -381,13 +382,13 @@ def test_trainability_fit_trains_a_keras_model_in_training_mode():
 def test_monitor_callback_in_keras_fit():
     model = stack("relu", "he_normal", depth=3, width=32)
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    callback = keras_adapter.TrainabilityCallback(every=4, verbose=False)
+    callback = KerasCallback(every=4, verbose=False)
     x, y = (t.numpy() for t in data(256))
     model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[callback])
     rows = callback.monitor.rows
     assert sorted({step for step, *_ in rows}) == [0, 4, 8, 12]
     dense = [layer.name for layer in model.layers]
-    assert {layer for _, layer, *_ in rows} == set(dense)
+    assert {layer for _, layer, *_ in rows} == set(dense) | {"(model)"}  # and the model's own rows: loss, output
     assert {layer for _, layer, stat, _ in rows if stat == "dead_fraction"} == set(dense[:-1])  # fused relu, pre-activation
     assert all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in model.layers)
 
@@ -399,7 +400,7 @@ def test_monitor_watches_keras_layers_by_name():
     with Monitor(model, every=1, layers=[first, f"{first}/activation"]) as monitor:
         nn.functional.cross_entropy(model(x, training=True), y).backward()
         monitor.step(0.0)
-    assert {layer for _, layer, *_ in monitor.rows} == {first, f"{first}/activation"}
+    assert {layer for _, layer, *_ in monitor.rows} == {first, f"{first}/activation", "(model)"}
     with pytest.raises(ValueError, match="layers not in the model: nope"):
         Monitor(model, layers=["nope"])
 
@@ -418,7 +419,8 @@ def test_monitor_in_a_torch_loop_finds_a_nan():
             if not torch.isfinite(loss):
                 break
     assert any(f.kind in ("non_finite", "exploding_gradients") for f in monitor.findings)
-    assert {layer for _, layer, *_ in monitor.rows} <= {layer.name for layer in model.layers}
+    assert any(f.kind == "learning_rate_too_high" for f in monitor.findings)  # at lr 1e6: the cause, named
+    assert {layer for _, layer, *_ in monitor.rows} <= {layer.name for layer in model.layers} | {"(model)"}
 
 
 # -- the doctor command, imports and errors ------------------------------------------------------

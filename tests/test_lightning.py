@@ -5,7 +5,7 @@ import torch.nn.functional as F
 pl = pytest.importorskip("lightning.pytorch")
 
 from trainability import mlp  # noqa: E402
-from trainability.lightning import TrainabilityCallback  # noqa: E402
+from trainability.integrations.lightning import TrainabilityCallback  # noqa: E402
 
 
 class Classifier(pl.LightningModule):
@@ -38,7 +38,7 @@ def test_callback_records_and_finds_explosion():
     module = Classifier(blow_up_at=22)
     trainer.fit(module, loader)
     monitor = callback.monitor
-    assert sorted(set(monitor.records_steps())) == list(range(0, 40, 5))
+    assert set(range(0, 40, 5)) <= set(monitor.records_steps())  # and every step for a while after the spike at 22
     assert {r[1] for r in monitor.rows} >= {"net.0", "net.1", "net.8"}
     exploding = [f for f in monitor.findings if f.kind == "exploding_gradients"]
     assert exploding and exploding[0].step == 25 and "net.0" in exploding[0].layers

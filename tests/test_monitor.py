@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainability import Monitor, mlp
-from trainability.monitor import make_schedule
+from trainability.monitor import MODEL, make_schedule
 
 
 def run(model, steps, every=5, events=None, lr=0.05, layers=None, writer=None):
@@ -29,7 +29,7 @@ def test_schedules():
     assert [s for s in range(25) if make_schedule(10)(s)] == [0, 10, 20]
     assert [s for s in range(40) if make_schedule("log")(s)] == [0, 1, 2, 4, 8, 16, 32]
     assert [s for s in range(5) if make_schedule(lambda s: s == 3)(s)] == [3]
-    with pytest.raises(ValueError, match="every must be a positive int, 'log' or a callable"):
+    with pytest.raises(ValueError, match="every must be a positive int, 'log', None"):
         make_schedule(0)
 
 
@@ -68,7 +68,10 @@ def test_exploding_gradients_reported_at_the_right_step_and_layers():
     assert "0" in exploding[0].layers and "2" in exploding[0].layers
     assert "4" not in exploding[0].layers  # its own weight gradient did not change
     assert "step 45" in exploding[0].message and "clip" in exploding[0].fix
-    assert all(f.step >= 45 for f in monitor.findings)  # nothing before the blow-up
+    assert all(f.step >= 42 for f in monitor.findings)  # nothing before the blow-up (at step 42)
+    spike = [f for f in monitor.findings if f.kind == "loss_spike"]
+    assert spike and spike[0].step == 42  # the loss jumped at the blow-up's own step, though it was not recorded
+    assert not [f for f in monitor.findings if f.kind == "learning_rate_too_high"]  # the gradient exploded, not the step size
 
 
 def test_growing_dead_fraction():
@@ -107,7 +110,7 @@ def test_layers_filter_writer_plot_and_cleanup(tmp_path):
     model = mlp(20, 3, depth=3, width=16)
     writer = Writer()
     monitor = run(model, 11, every=5, layers=["2", "3"], writer=writer)
-    assert {r[1] for r in monitor.rows} == {"2", "3"}
+    assert {r[1] for r in monitor.rows} == {"2", "3", MODEL}  # the model's own rows: loss, learning rate, output
     assert {c[0] for c in writer.calls} >= {"trainability/2/weight_grad_norm", "trainability/3/dead_fraction"}
     assert {c[2] for c in writer.calls} == {0, 5, 10}
     path = monitor.plot(tmp_path / "m.png")

@@ -5,6 +5,7 @@ apply the textbook's fixes. The public API is what this module re-exports.
 """
 
 from trainability import activations, datasets, init
+from trainability._version import __version__
 from trainability.batchnorm import fold_batchnorm
 from trainability.doctor import Finding, Report, diagnose
 from trainability.initialization import InitPlan, PlanEntry, initialize
@@ -13,8 +14,6 @@ from trainability.models import mlp
 from trainability.monitor import Monitor
 from trainability.table import recommended_init
 from trainability.training import History, fit
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):  # noqa: ANN202 - PEP 562: compare and repair load their parts on first use

@@ -36,14 +36,8 @@ from trainability.batches import Batch
 
 Method = Literal["sequential", "graph", "fx", "probe"]
 
-NORM_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
-)  # fmt: skip
-TRANSPARENT_TYPES: tuple[type[nn.Module], ...] = (
-    *NORM_TYPES, nn.modules.dropout._DropoutNd, nn.Identity, nn.Flatten, nn.Unflatten,
-    nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
-)  # fmt: skip
+NORM_TYPES = adapters.NORM_TYPES
+TRANSPARENT_TYPES = adapters.TRANSPARENT_TYPES
 _TRANSPARENT_FUNCTIONS = (
     operator.add, operator.iadd, operator.getitem, torch.add, torch.cat, torch.flatten, torch.reshape,
     F.dropout, F.alpha_dropout, F.batch_norm, F.layer_norm, F.group_norm, F.max_pool1d, F.max_pool2d,
@@ -54,27 +48,15 @@ _TRANSPARENT_METHODS = frozenset(
 )
 
 
-#: Class-name endings of normalization layers from other libraries (LlamaRMSNorm, T5LayerNorm, ...).
-_NORM_NAMES = ("LayerNorm", "RMSNorm", "GroupNorm", "BatchNorm", "InstanceNorm")
-
-
 def is_norm(module: nn.Module) -> bool:
-    """A normalization layer: torch's (BatchNorm, LayerNorm, GroupNorm, RMSNorm) or another
-    library's, recognized by its class name (``LlamaRMSNorm``, ``T5LayerNorm``)."""
-    return isinstance(module, NORM_TYPES) or _keras_is(module, "is_norm") or (
-        type(module).__name__.endswith(_NORM_NAMES) and not adapters.is_weight_module(module)
-    )
-
-
-def _keras_is(module: nn.Module, predicate: str) -> bool:
-    """A Keras layer's kind (``is_norm``, ``is_transparent``), asked of the Keras adapter."""
-    keras = adapters.keras_of(module)
-    return keras is not None and getattr(keras, predicate)(module)
+    """A normalization layer: torch's (BatchNorm, LayerNorm, GroupNorm, RMSNorm), another
+    library's recognized by its class name (``LlamaRMSNorm``, ``T5LayerNorm``), or Keras'."""
+    return adapters.is_norm(module)
 
 
 def is_transparent(module: nn.Module) -> bool:
     """Does the module pass each unit's signal on unchanged in kind (dropout, pooling, reshaping)?"""
-    return isinstance(module, TRANSPARENT_TYPES) or _keras_is(module, "is_transparent")
+    return adapters.is_transparent(module)
 
 
 def is_weight_layer(module: nn.Module) -> bool:
@@ -84,19 +66,14 @@ def is_weight_layer(module: nn.Module) -> bool:
 
 def activation_of(module: nn.Module) -> ActivationSpec | None:
     """The activation a module applies: a torch activation, or one from another library
-    recognized by :func:`trainability.adapters.foreign_activation`; ``None`` otherwise."""
+    recognized by its adapter (:func:`trainability.adapters.activation`); ``None`` otherwise."""
     return activation_and_hyperparameters(module)[0]
 
 
 def activation_and_hyperparameters(module: nn.Module) -> tuple[ActivationSpec | None, dict[str, Any]]:
     """The activation a module applies and its hyperparameters (``(None, {})`` for none)."""
-    if isinstance(module, nn.Identity):
-        return None, {}
-    spec = activations.find(module)
-    if spec is not None:
-        return spec, spec.hyperparameters_of(module)
-    spec = adapters.foreign_activation(module)
-    return (spec, adapters.foreign_hyperparameters(module)) if spec is not None else (None, {})
+    found = adapters.activation(module)
+    return (found[0], dict(found[1])) if found is not None else (None, {})
 
 
 def is_activation(module: nn.Module) -> bool:
@@ -110,35 +87,22 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m, _ in adapters.weight_modules(model)]
 
 
-def hooked_modules(model: nn.Module) -> list[tuple[str, nn.Module, list[adapters.Weight]]]:
+def hooked_modules(model: nn.Module | adapters.View) -> list[tuple[str, nn.Module, list[adapters.Weight]]]:
     """What a pass watches: every weight module with its weights, and every other leaf module
     (with no weights), in registration order; a weight module's claimed children are left out.
     A Keras model's leaf layers are listed in layer order, a fused activation split out
     (:func:`trainability.adapters.keras.hooked_modules`)."""
-    keras = adapters.keras_of(model)
-    if keras is not None:
-        keras.check(model)
-        return keras.hooked_modules(model)
-    weight_mods = adapters.weight_modules(model)
-    by_name = {n: (n, m, ws) for n, m, ws in weight_mods}
-    claimed = {c for n, m, _ in weight_mods for c, _ in m.named_modules(prefix=n) if c != n}
-    out = []
-    for name, module in model.named_modules():
-        if name in by_name:
-            out.append(by_name[name])
-        elif name not in claimed and next(module.children(), None) is None:
-            out.append((name, module, []))
-    return out
+    return adapters.hooked_modules(model)
 
 
-def block_groups(model: nn.Module) -> list[list[str]]:
+def block_groups(model: nn.Module | adapters.View) -> list[list[str]]:
     """Groups of sibling modules that may be residual blocks: the children of one class, two or
     more, of a ``ModuleList``/``Sequential``, each holding parameters and children of its own
     (BertLayer, GPT2Block, ConvNeXt and ResNet layers, ``nn.TransformerEncoderLayer``, a user's
     ``Block``, a ``Sequential`` per block). Whether a group is residual is decided on the pass,
     from the autograd graph (:class:`trainability.doctor.capture.Capture`)."""
     found = []
-    for name, module in model.named_modules():
+    for name, module in adapters.view(model).model.named_modules():
         if not isinstance(module, (nn.ModuleList, nn.Sequential)):
             continue
         kids = [(n, m) for n, m in module.named_children()
@@ -281,9 +245,11 @@ def _fx_links(model: nn.Module) -> dict[str, Link]:
     return links
 
 
-def probe_calls(model: nn.Module, example: Any) -> list[tuple[str, nn.Module, int]]:
+def probe_calls(model: nn.Module | adapters.View, example: Any) -> list[tuple[str, nn.Module, int]]:
     """``(name, module, output rank)`` for every call of a module a capture watches, in execution
     order, from one eval-mode, no-grad pass on ``example`` (rank 0 for a non-tensor output)."""
+    view = adapters.view(model)
+    model = view.model
     calls: list[tuple[str, nn.Module, int]] = []
 
     def hook(name: str, module: nn.Module):  # noqa: ANN202
@@ -293,7 +259,7 @@ def probe_calls(model: nn.Module, example: Any) -> list[tuple[str, nn.Module, in
 
         return record
 
-    handles = [m.register_forward_hook(hook(n, m)) for n, m, _ in hooked_modules(model)]
+    handles = [m.register_forward_hook(hook(n, m)) for n, m, _ in hooked_modules(view)]
     try:
         with evaluating(model), torch.no_grad():
             Batch.of(example)(model)
@@ -311,7 +277,7 @@ def example_input(model: nn.Module, batch: int = 2) -> Any:
 
 
 def find_consumers(
-    model: nn.Module, example: Any = None, *, order: Iterable[tuple[str, nn.Module]] | None = None
+    model: nn.Module | adapters.View, example: Any = None, *, order: Iterable[tuple[str, nn.Module]] | None = None
 ) -> tuple[dict[str, Link], Method]:
     """Map each weight module's name to its :class:`Link`, and say which strategy found them.
 
@@ -322,11 +288,12 @@ def find_consumers(
     attribute (``nn.TransformerEncoderLayer.activation``) come from
     :func:`trainability.adapters.internal_activations`.
     """
-    layers = weight_layers(model)
-    keras = adapters.keras_of(model)
+    view = adapters.view(model)
+    model, keras = view.model, view.keras
+    layers = weight_layers(view)
     edges = keras.successors(model) if keras is not None else None
     if edges is not None:
-        links = _graph_links(hooked_modules(model), edges)
+        links = _graph_links(hooked_modules(view), edges)
         return links, "sequential" if keras.kind(model) == "sequential" else "graph"
     leaves = _sequential_leaves(model) if isinstance(model, nn.Sequential) else None
     if leaves is not None:
@@ -339,7 +306,7 @@ def find_consumers(
         pass
     if order is None:
         try:
-            order = [(n, m) for n, m, _ in probe_calls(model, example if example is not None else example_input(model))]
+            order = [(n, m) for n, m, _ in probe_calls(view, example if example is not None else example_input(view))]
         except Exception as exc:
             raise ValueError(
                 f"could not trace {type(model).__name__} with torch.fx and a probe forward pass "
@@ -348,7 +315,7 @@ def find_consumers(
     links = _walk(list(order))
     for name, module in layers:  # layers the probe never ran
         links.setdefault(name, Link(name, module))
-    for name, (spec, hyper) in adapters.internal_activations(model).items():
+    for name, (spec, hyper) in adapters.internal_activations(view).items():
         if name in links and links[name].activation is None:
             links[name].activation, links[name].hyperparameters = spec, hyper
     return links, "probe"
@@ -357,12 +324,13 @@ def find_consumers(
 _MERGE_FUNCTIONS = (operator.add, operator.iadd, torch.add, torch.cat, torch.stack)
 
 
-def skip_connections(model: nn.Module) -> list[str] | None:
+def skip_connections(model: nn.Module | adapters.View) -> list[str] | None:
     """Modules whose output meets another branch in a sum or concatenation (a skip connection),
     found by tracing; ``[]`` for a plain stack, ``None`` when the model cannot be traced."""
+    view = adapters.view(model)
+    model, keras = view.model, view.keras
     if isinstance(model, nn.Sequential) and _sequential_leaves(model) is not None:
         return []
-    keras = adapters.keras_of(model)
     if keras is not None:
         return keras.skip_connections(model)
     try:
@@ -476,14 +444,16 @@ class Block:
     order: list[tuple[str, nn.Module]] = field(default_factory=list)
 
 
-def residual_blocks(model: nn.Module, example: Any = None) -> tuple[list[Block], bool]:
+def residual_blocks(model: nn.Module | adapters.View, example: Any = None) -> tuple[list[Block], bool]:
     """The residual blocks of a model, innermost, in execution order, and whether a probe pass
     confirmed them. Candidates are :func:`block_groups`; a group is residual when the stream
     between two of its blocks, or through one of them, sums its input with a branch
     (:func:`is_residual`), found on one forward pass with autograd (in eval mode, on
     ``example`` or a batch shaped for the model). Without a pass (no example can be shaped), every
     group counts as residual."""
-    groups = block_groups(model)
+    view = adapters.view(model)
+    model = view.model
+    groups = block_groups(view)
     if not groups:
         return [], True
     modules = dict(model.named_modules())
@@ -511,12 +481,12 @@ def residual_blocks(model: nn.Module, example: Any = None) -> tuple[list[Block],
         for i, name in enumerate(group):
             handles.append(modules[name].register_forward_pre_hook(pre(g, i), with_kwargs=True))
             handles.append(modules[name].register_forward_hook(post(g, i), with_kwargs=True))
-    for name, module, _ in hooked_modules(model):
+    for name, module, _ in hooked_modules(view):
         if is_weight_layer(module) or is_norm(module):
             handles.append(module.register_forward_hook(lambda m, a, o, name=name: order.append((name, m))))
     probed = True
     try:
-        batch = Batch.of(example if example is not None else example_input(model))
+        batch = Batch.of(example if example is not None else example_input(view))
         with evaluating(model), torch.enable_grad():
             batch(model)
     except Exception:  # noqa: BLE001 - no pass: every candidate group counts as residual

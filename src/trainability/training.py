@@ -243,7 +243,8 @@ def fit(
     DataLoader (tensors and Datasets are shuffled with a per-epoch seed). ``loss`` defaults to
     cross-entropy for integer targets and MSE for float ones. ``clip_norm`` clips the global
     gradient norm, ``clip_value`` each gradient element. ``monitor=True`` attaches a
-    :class:`Monitor` (default schedule); its findings land in ``History.findings``. A non-finite
+    :class:`Monitor` (default schedule) that reads the optimizer too; its findings land in
+    ``History.findings``. A non-finite
     loss stops training with the doctor's explanation of where it came from.
 
     With ``checkpoint_dir`` a checkpoint is written atomically after every epoch; calling ``fit``
@@ -309,12 +310,13 @@ def fit(
     if isinstance(monitor, Monitor):
         mon = monitor
     elif monitor and not compile:
-        mon = Monitor(model)
+        mon = Monitor(model, opt)
     else:
         mon = None
+    if mon is not None and mon.optimizer is None:
+        mon.set_optimizer(opt)  # the learning rate, the optimizer's state: the training-time rules read them
     if mon is not None and saved is not None and "monitor" in saved:
-        mon.steps_done = saved["monitor"]["steps_done"]
-        mon.rows = [tuple(r) for r in saved["monitor"]["rows"]]  # type: ignore[misc]
+        mon.load_state_dict(saved["monitor"])
         mon.findings = list(history.findings)
     step_model = torch.compile(model) if compile else model
 
@@ -336,7 +338,7 @@ def fit(
                          "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "base_seed": base_seed,
                          "history": history.to_dict()}  # fmt: skip
                 if mon is not None:
-                    state["monitor"] = {"steps_done": mon.steps_done, "rows": mon.rows}
+                    state["monitor"] = mon.state_dict()
                 _save(path, state)
     finally:
         if mon is not None and not isinstance(monitor, Monitor):

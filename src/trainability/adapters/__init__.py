@@ -2,193 +2,54 @@
 
 A :class:`Weight` is one weight matrix, or one block of a packed one, with its fans read off its
 real layout. The module that applies it is a *weight module*: the doctor hooks it, ``initialize``
-fills its weights. Everything else asks this package, so architecture knowledge lives here only:
+fills its weights. Architecture knowledge lives in this package only, one adapter per framework,
+each speaking the same functions:
 
-===============================  ==========================================================
-module                           weights
-===============================  ==========================================================
-``nn.Linear``, ``nn.ConvNd``     ``weight`` ``(out, in/groups, *kernel)``
-``nn.ConvTransposeNd``           ``weight`` ``(in, out/groups, *kernel)``: fans swap
-``nn.Embedding``                 ``weight`` ``(num, dim)``: a lookup, fan_in 1 per row
-``nn.MultiheadAttention``        packed ``in_proj_weight`` ``(3E, E)`` as q, k, v (or
-                                 ``q/k/v_proj_weight``), and ``out_proj``
-``nn.RNN``/``LSTM``/``GRU``      per layer and direction ``weight_ih_l{k}`` ``(gates*H, in)``
-                                 and ``weight_hh_l{k}`` ``(gates*H, H)``; fans per gate
-``nn.RNNCell`` and friends       ``weight_ih`` and ``weight_hh``, the same
-any leaf with a 2-D ``weight``   used as ``x @ W`` (``transformers``' ``Conv1D``): stored
-                                 ``(in, out)``, fans from that layout
-===============================  ==========================================================
+- :mod:`trainability.adapters.pytorch`: ``torch.nn`` modules and those of libraries built on them
+  (``transformers``' GPT-2 ``Conv1D``, its activation classes, ``LlamaRMSNorm``);
+- :mod:`trainability.adapters.keras`: Keras 3 models on the PyTorch backend (``Dense`` kernels
+  ``(in, out)``, layers by their Keras names); Keras is never imported for a torch model;
+- :mod:`trainability.adapters.wrappers`: what a model is wrapped in (DDP, FSDP2, ``torch.compile``,
+  Accelerate).
 
-A Keras 3 model on the PyTorch backend is described by :mod:`trainability.adapters.keras`
-(``Dense`` kernels ``(in, out)``, convolution kernels ``(*kernel, in, out)``, layers by their
-Keras names); the functions here hand Keras objects to it, and never import Keras themselves.
+The framework is decided once, at an entry point (``diagnose``, ``Monitor``, ``initialize``,
+``repair``), by :func:`view`: a :class:`View` holds the unwrapped model and its adapter, and every
+function here that takes a model takes a view as well, without deciding again. Functions that take
+one module (``module_weights``, ``time_dim``) ask that module's adapter.
 
 >>> from torch import nn
 >>> [(w.name, w.fans) for w in module_weights("lstm", nn.LSTM(8, 16))]
 [('lstm.weight_ih_l0', (8, 16)), ('lstm.weight_hh_l0', (16, 16))]
+>>> view(nn.Sequential(nn.Linear(4, 2))).framework
+'torch'
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from trainability import activations
 from trainability.activations import ActivationSpec
-from trainability.init import TRANSPOSED_TYPES, compute_fans
-
-Role = Literal[
-    "dense", "conv", "embedding", "attention_q", "attention_k", "attention_v", "attention_out",
-    "recurrent_input", "recurrent_hidden",
-]  # fmt: skip
-
-CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, *TRANSPOSED_TYPES)
-RECURRENT_TYPES = (nn.RNNBase, nn.RNNCellBase)
-#: Gates stacked along dim 0 of a recurrent weight, by mode: LSTM (input, forget, cell, output),
-#: GRU (reset, update, new).
-GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1, "LSTMCell": 4, "GRUCell": 3, "RNNCell": 1}
-
-
-@dataclass(frozen=True, eq=False)
-class Weight:
-    """One weight matrix (or a block of rows of a packed one) and how it is applied.
-
-    ``rows`` selects a block along dim 0 (q, k or v of a packed projection); ``gates`` counts
-    the gate matrices stacked along dim 0 (4 for an LSTM), each with fans ``fans``.
-    """
-
-    name: str
-    module_name: str
-    module: nn.Module
-    parameter: str
-    role: Role
-    fans: tuple[int, int]
-    rows: tuple[int, int] | None = None
-    gates: int = 1
-    transposed: bool = False  # stored (in, out) and applied as x @ W
-
-    @property
-    def tensor(self) -> torch.Tensor:
-        """The weight as stored (a view for a block of a packed parameter: rows of an ``(out,
-        in)`` weight, columns of an ``(in, out)`` one)."""
-        p = self.parameter_tensor
-        if self.rows is None:
-            return p
-        return p[:, self.rows[0] : self.rows[1]] if self.transposed else p[self.rows[0] : self.rows[1]]
-
-    @property
-    def parameter_tensor(self) -> nn.Parameter:
-        return getattr(self.module, self.parameter)
-
-    def slice(self, full: torch.Tensor) -> torch.Tensor:
-        """This weight's block of a tensor shaped like its parameter (its gradient, say)."""
-        if self.rows is None:
-            return full
-        return full[:, self.rows[0] : self.rows[1]] if self.transposed else full[self.rows[0] : self.rows[1]]
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        """The bias added to this weight's outputs (its block of a packed one), or ``None``."""
-        b = getattr(self.module, "in_proj_bias" if self.parameter == "in_proj_weight" else "bias", None)
-        if not isinstance(b, torch.Tensor):
-            return None
-        return b if self.rows is None else b[self.rows[0] : self.rows[1]]
-
-    def blocks(self) -> Iterator[torch.Tensor]:
-        """The matrices an initializer fills one at a time (one per gate), as views."""
-        t = self.tensor
-        n = t.shape[0] // self.gates
-        for g in range(self.gates):
-            yield t[g * n : (g + 1) * n]
-
-    @property
-    def numel(self) -> int:
-        return self.tensor.numel()
-
-
-def _join(name: str, part: str) -> str:
-    return f"{name}.{part}" if name else part
-
-
-def _dense(name: str, module: nn.Module) -> list[Weight]:
-    return [Weight(name, name, module, "weight", "dense", compute_fans(module.weight.shape))]
-
-
-def _conv(name: str, module: nn.Module) -> list[Weight]:
-    fans = compute_fans(module.weight.shape, transposed=isinstance(module, TRANSPOSED_TYPES), groups=module.groups)
-    return [Weight(name, name, module, "weight", "conv", fans)]
-
-
-def _embedding(name: str, module: nn.Module) -> list[Weight]:
-    # A lookup: each output unit reads one row, so fan_in is 1 and fan_out the embedding size.
-    return [Weight(name, name, module, "weight", "embedding", (1, int(module.weight.shape[1])))]
-
-
-def _attention(name: str, module: nn.MultiheadAttention) -> list[Weight]:
-    e = module.embed_dim
-    out: list[Weight] = []
-    for i, (part, role) in enumerate((("q", "attention_q"), ("k", "attention_k"), ("v", "attention_v"))):
-        if module.in_proj_weight is not None:
-            out.append(Weight(_join(name, f"in_proj.{part}"), name, module, "in_proj_weight", role,  # type: ignore[arg-type]
-                              (e, e), rows=(i * e, (i + 1) * e)))  # fmt: skip
-        else:
-            w = getattr(module, f"{part}_proj_weight")
-            out.append(Weight(_join(name, f"{part}_proj"), name, module, f"{part}_proj_weight", role,  # type: ignore[arg-type]
-                              compute_fans(w.shape)))  # fmt: skip
-    out.append(Weight(_join(name, "out_proj"), name, module.out_proj, "weight", "attention_out",
-                      compute_fans(module.out_proj.weight.shape)))  # fmt: skip
-    return out
-
-
-def _recurrent(name: str, module: nn.Module) -> list[Weight]:
-    gates = GATES.get(getattr(module, "mode", type(module).__name__), 1)
-    out = []
-    for param, p in module.named_parameters(recurse=False):
-        if not param.startswith(("weight_ih", "weight_hh")) or p.dim() != 2:
-            continue
-        rows = p.shape[0] // gates
-        role = "recurrent_input" if param.startswith("weight_ih") else "recurrent_hidden"
-        out.append(Weight(_join(name, param), name, module, param, role, (int(p.shape[1]), int(rows)), gates=gates))  # type: ignore[arg-type]
-    return out
-
-
-def _matmul(name: str, module: nn.Module) -> list[Weight]:
-    """A leaf with a 2-D ``weight`` applied as ``x @ W`` (``transformers``' ``Conv1D``, stored
-    ``(in, out)``): the layout is read from ``nf``/``out_features`` when the module says, else
-    ``(in, out)`` as in ``Conv1D``. Square weights have equal fans either way."""
-    w = module.weight
-    out_size = getattr(module, "nf", getattr(module, "out_features", None))
-    transposed = not (out_size is not None and w.shape[0] == out_size and w.shape[1] != out_size)
-    fan_in, fan_out = (int(w.shape[0]), int(w.shape[1])) if transposed else (int(w.shape[1]), int(w.shape[0]))
-    return [Weight(name, name, module, "weight", "dense", (fan_in, fan_out), transposed=transposed)]
-
-
-def _is_matmul(module: nn.Module) -> bool:
-    w = getattr(module, "weight", None)
-    return (isinstance(w, torch.Tensor) and w.dim() == 2 and next(module.children(), None) is None
-            and not isinstance(module, NORM_LIKE))  # fmt: skip
-
-
-NORM_LIKE: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
-)  # fmt: skip
-
-#: (predicate, adapter), tried in order; the first that matches describes the module.
-ADAPTERS: list[tuple[Callable[[nn.Module], bool], Callable[[str, nn.Module], list[Weight]]]] = [
-    (lambda m: isinstance(m, nn.Linear), _dense),
-    (lambda m: isinstance(m, CONV_TYPES), _conv),
-    (lambda m: isinstance(m, (nn.Embedding, nn.EmbeddingBag)), _embedding),
-    (lambda m: isinstance(m, nn.MultiheadAttention), _attention),  # type: ignore[arg-type]
-    (lambda m: isinstance(m, RECURRENT_TYPES), _recurrent),
-    (_is_matmul, _matmul),
-]
+from trainability.adapters import pytorch
+from trainability.adapters.base import GATES, Attention, Role, Weight, join
+from trainability.adapters.pytorch import (
+    ADAPTERS,
+    CONV_TYPES,
+    FOREIGN_ACTIVATIONS,
+    NORM_TYPES,
+    PACKED_QKV,
+    QK_PAIRS,
+    RECURRENT_TYPES,
+    TRANSPARENT_TYPES,
+)
+from trainability.adapters.wrappers import unwrap
 
 
 def keras_of(obj: Any) -> ModuleType | None:
@@ -201,111 +62,180 @@ def keras_of(obj: Any) -> ModuleType | None:
     return keras if keras.owns(obj) else None
 
 
-def module_weights(name: str, module: nn.Module) -> list[Weight]:
-    """The :class:`Weight` s a module applies itself (``[]`` for a module that applies none)."""
-    if (keras := keras_of(module)) is not None:
-        return keras.module_weights(name, module)
-    for matches, adapter in ADAPTERS:
-        if matches(module):
-            return adapter(name, module)
-    return []
+def adapter_of(obj: Any) -> ModuleType:
+    """The adapter module that describes ``obj`` (a model or one of its modules)."""
+    if isinstance(obj, View):
+        return obj.adapter
+    return keras_of(obj) or pytorch
 
 
-def weight_modules(model: nn.Module) -> list[tuple[str, nn.Module, list[Weight]]]:
+@dataclass(frozen=True, eq=False)
+class View:
+    """One model as trainability sees it, decided once.
+
+    ``model`` is the user's model with any wrapper taken off (what is hooked and read);
+    ``given`` is what the user passed (what a forward pass calls: DDP's forward synchronizes
+    buffers, a compiled module runs its graph); ``adapter`` describes its modules; ``wrapper`` is
+    ``"ddp"``, ``"fsdp"`` (FSDP2), ``"compiled"``, ... or ``None``."""
+
+    model: nn.Module = field(repr=False)
+    given: Any = field(repr=False)
+    adapter: ModuleType = field(repr=False)
+    wrapper: str | None = None
+
+    def __repr__(self) -> str:
+        return f"View({self.framework} {type(self.model).__name__}, wrapper={self.wrapper!r})"
+
+    @property
+    def framework(self) -> str:
+        return "keras" if self.adapter is not pytorch else "torch"
+
+    @property
+    def keras(self) -> ModuleType | None:
+        """The Keras adapter for a Keras model, else ``None``."""
+        return None if self.adapter is pytorch else self.adapter
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP2: parameters and their gradients are ``DTensor`` shards."""
+        return self.wrapper == "fsdp"
+
+    def weight_modules(self) -> list[tuple[str, nn.Module, list[Weight]]]:
+        return self.adapter.weight_modules(self.model)
+
+    def weights(self) -> list[Weight]:
+        return [w for _, _, ws in self.weight_modules() for w in ws]
+
+    def named_modules(self) -> list[tuple[str, nn.Module]]:
+        return self.adapter.named_modules(self.model)
+
+    def hooked_modules(self) -> list[tuple[str, nn.Module, list[Weight]]]:
+        return self.adapter.hooked_modules(self.model)
+
+    def call_options(self) -> dict[str, Any]:
+        return self.adapter.call_options(self.model)
+
+
+def view(model: Any) -> View:
+    """The :class:`View` of a model: wrappers taken off, its framework decided (a view is
+    returned as it is). Raises ``ValueError`` for anything that is not a model trainability can
+    read (a Keras model on another backend is told to set ``KERAS_BACKEND=torch``)."""
+    if isinstance(model, View):
+        return model
+    inner, wrapper = unwrap(model)
+    adapter = adapter_of(inner)
+    adapter.check(inner)
+    if wrapper == "fsdp1":
+        raise ValueError(
+            "FullyShardedDataParallel (FSDP1) flattens the model's parameters, so no layer can be read; "
+            "shard with FSDP2 instead (torch.distributed.fsdp.fully_shard), or pass the model before wrapping"
+        )
+    return View(inner, model, adapter, wrapper)
+
+
+def check_model(model: Any) -> None:
+    """Raise ``ValueError`` unless ``model`` is a ``torch.nn.Module`` (or one wrapped for data
+    parallelism); a Keras model on another backend is told to set ``KERAS_BACKEND=torch``."""
+    view(model)
+
+
+def _model(model: Any) -> tuple[ModuleType, nn.Module]:
+    v = view(model)
+    return v.adapter, v.model
+
+
+# -- a whole model -------------------------------------------------------------------------------
+def weight_modules(model: nn.Module | View) -> list[tuple[str, nn.Module, list[Weight]]]:
     """``(name, module, weights)`` for every module that applies weights, in registration order.
 
     A module that applies its children's weights itself (``nn.MultiheadAttention`` uses
     ``out_proj.weight`` without calling ``out_proj``) claims them: the children are not listed.
     A Keras model's layers come from ``model.layers``, by their Keras names.
     """
-    if (keras := keras_of(model)) is not None:
-        return keras.weight_modules(model)
-    found, claimed = [], set()
-    for name, module in model.named_modules():
-        if name in claimed:
-            continue
-        weights = module_weights(name, module)
-        if not weights:
-            continue
-        found.append((name, module, weights))
-        if next(module.children(), None) is not None:
-            claimed |= {f"{name}.{child}" if name else child for child, _ in module.named_modules() if child}
-    return found
+    adapter, m = _model(model)
+    return adapter.weight_modules(m)
 
 
-def _matrix(name: str, shape: tuple[int, ...]) -> bool:
-    """A parameter that looks like a weight matrix: two or more axes, named ``weight``/``kernel``."""
-    return len(shape) >= 2 and name.rsplit(".", 1)[-1].rsplit("/", 1)[-1].endswith(("weight", "kernel"))
-
-
-def unread_weights(model: nn.Module) -> list[str]:
-    """``"name (Type)"`` for every module that holds a weight matrix no adapter reads (a custom
-    layer applying its own ``weight``, Keras' ``EinsumDense``): the doctor measures neither its
-    gradient nor its scale, and ``initialize`` leaves it alone. Normalizations and activations
-    with parameters (``PReLU``) are read elsewhere; 1-D parameters (scales, layer scale) and
-    positional tables are not weight matrices."""
-    from trainability.graph import activation_of, is_norm  # graph builds on this module
-
-    if (keras := keras_of(model)) is not None:
-        return keras.unread_weights(model)
-    found = weight_modules(model)
-    read = {n for n, _, _ in found}
-    claimers = tuple(f"{n}." for n, m, _ in found if next(m.children(), None) is not None)  # they apply their children's
-    out = []
-    for name, module in model.named_modules():
-        if name in read or "" in read or name.startswith(claimers) or is_norm(module):
-            continue
-        if activation_of(module) is None and any(_matrix(n, tuple(p.shape)) for n, p in module.named_parameters(recurse=False)):
-            out.append(f"{name or '(model)'} ({type(module).__name__})")
-    return out
-
-
-def weights(model: nn.Module) -> list[Weight]:
+def weights(model: nn.Module | View) -> list[Weight]:
     """Every :class:`Weight` of the model, in registration order."""
     return [w for _, _, ws in weight_modules(model) for w in ws]
 
 
-def is_weight_module(module: nn.Module) -> bool:
-    if (keras := keras_of(module)) is not None:
-        return bool(keras.module_weights("", module))
-    return any(matches(module) for matches, _ in ADAPTERS)
-
-
-def named_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def named_modules(model: nn.Module | View) -> list[tuple[str, nn.Module]]:
     """``model.named_modules()``, or a Keras model's layers by their Keras names."""
-    if (keras := keras_of(model)) is not None:
-        return keras.named_layers(model)
-    return list(model.named_modules())
+    adapter, m = _model(model)
+    return adapter.named_modules(m)
 
 
-def check_model(model: Any) -> None:
-    """Raise ``ValueError`` unless ``model`` is a ``torch.nn.Module``; a Keras model on another
-    backend is told to set ``KERAS_BACKEND=torch``."""
-    if (keras := keras_of(model)) is not None:
-        keras.check(model)
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+def hooked_modules(model: nn.Module | View) -> list[tuple[str, nn.Module, list[Weight]]]:
+    """What a pass watches: every weight module with its weights, and every other leaf module
+    (with no weights), in registration order; a Keras layer's fused activation split out."""
+    adapter, m = _model(model)
+    return adapter.hooked_modules(m)
 
 
-def call_options(model: nn.Module) -> dict[str, Any]:
+def unread_weights(model: nn.Module | View) -> list[str]:
+    """``"name (Type)"`` for every module that holds a weight matrix no adapter reads (a custom
+    layer applying its own ``weight``, Keras' ``EinsumDense``): the doctor measures neither its
+    gradient nor its scale, and ``initialize`` leaves it alone."""
+    adapter, m = _model(model)
+    return adapter.unread_weights(m)
+
+
+def call_options(model: nn.Module | View) -> dict[str, Any]:
     """Keyword arguments a forward call needs besides the batch: a Keras model's ``training``."""
-    keras = keras_of(model)
-    return keras.call_options(model) if keras is not None else {}
+    adapter, m = _model(model)
+    return adapter.call_options(m)
 
 
 @contextlib.contextmanager
-def preserved_state(model: nn.Module) -> Iterator[None]:
+def preserved_state(model: nn.Module | View) -> Iterator[None]:
     """Restore, on exit, what a training-mode pass changes in a Keras model besides the weights:
     its non-trainable variables (BatchNormalization's moving statistics, the dropout seed
     generators' states). A torch model's buffers are restored by ``doctor.capture.preserved``."""
-    keras = keras_of(model)
-    saved = [(t, t.detach().clone()) for t in keras.state(model)] if keras is not None else []
+    adapter, m = _model(model)
+    saved = [(t, t.detach().clone()) for t in adapter.state(m)]
     try:
         yield
     finally:
         with torch.no_grad():
             for t, value in saved:
                 t.copy_(value)
+
+
+def build(model: nn.Module | View, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Make the model's weights exist: a Keras model that has never run builds on this batch."""
+    adapter, m = _model(model)
+    adapter.build(m, args, kwargs)
+
+
+def bidirectional_halves(model: nn.Module | View) -> dict[str, tuple[str, str]]:
+    """``{wrapper: (forward half, backward half)}`` for recurrent layers built as two modules (Keras'
+    ``Bidirectional``); ``nn.LSTM(bidirectional=True)`` is one module and needs none."""
+    adapter, m = _model(model)
+    return adapter.bidirectional_halves(m)
+
+
+def attention_layers(model: nn.Module | View) -> list[Attention]:
+    """The attention layers of a model whose query/key projections can be found:
+    ``nn.MultiheadAttention``, packed q/k/v projections (:data:`PACKED_QKV`, output size three
+    times the input) and sibling q/k projections (:data:`QK_PAIRS`)."""
+    adapter, m = _model(model)
+    return adapter.attention_layers(m)
+
+
+def internal_activations(model: nn.Module | View) -> dict[str, tuple[ActivationSpec, dict[str, Any]]]:
+    """Activations that a module applies from a plain function attribute, invisible to hooks
+    (``nn.TransformerEncoderLayer.activation``): weight module name -> (activation, hyperparameters)."""
+    adapter, m = _model(model)
+    return adapter.internal_activations(m)
+
+
+def example_batch(model: nn.Module | View, batch: int = 2) -> Any:
+    """Inputs shaped for the model (token ids, pixel values, features, sequences); raises
+    ``ValueError`` (asking for ``data=``) when no shape can be read off the model."""
+    adapter, m = _model(model)
+    return adapter.example_batch(m, batch)
 
 
 def keras_initializer(identifier: Any) -> Any:
@@ -315,210 +245,83 @@ def keras_initializer(identifier: Any) -> Any:
     return keras.initializer(identifier) if keras is not None else identifier
 
 
-def build(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Make the model's weights exist: a Keras model that has never run builds on this batch."""
-    if (keras := keras_of(model)) is not None:
-        keras.build(model, args, kwargs)
+# -- one module ------------------------------------------------------------------------------------
+def module_weights(name: str, module: nn.Module) -> list[Weight]:
+    """The :class:`Weight` s a module applies itself (``[]`` for a module that applies none)."""
+    return adapter_of(module).module_weights(name, module)
+
+
+def is_weight_module(module: nn.Module) -> bool:
+    return adapter_of(module).is_weight_module(module)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """A normalization layer: torch's, another library's (``LlamaRMSNorm``), or Keras'."""
+    return adapter_of(module).is_norm(module)
+
+
+def is_transparent(module: nn.Module) -> bool:
+    """Does the module pass each unit's signal on unchanged in kind (dropout, pooling, reshaping)?"""
+    return adapter_of(module).is_transparent(module)
+
+
+def activation(module: nn.Module) -> tuple[ActivationSpec, dict[str, Any]] | None:
+    """The activation a module applies and its hyperparameters, or ``None``."""
+    return adapter_of(module).activation(module)
+
+
+def foreign_activation(module: nn.Module) -> ActivationSpec | None:
+    """The registered activation a module applies (``None`` when it applies none)."""
+    found = activation(module)
+    return found[0] if found else None
+
+
+def foreign_hyperparameters(module: nn.Module) -> dict[str, Any]:
+    found = activation(module)
+    return dict(found[1]) if found else {}
 
 
 def time_dim(module: nn.Module) -> int | None:
     """The time axis of a recurrent module's (batched) input: ``nn.RNN``/``LSTM``/``GRU`` by
     ``batch_first``, a Keras recurrent layer's; ``None`` for any other module."""
-    if (keras := keras_of(module)) is not None:
-        return keras.time_dim(module)
-    if isinstance(module, nn.RNNBase):
-        return 1 if module.batch_first else 0
-    return None
-
-
-def bidirectional_halves(model: nn.Module) -> dict[str, tuple[str, str]]:
-    """``{wrapper: (forward half, backward half)}`` for recurrent layers built as two modules (Keras'
-    ``Bidirectional``); ``nn.LSTM(bidirectional=True)`` is one module and needs none."""
-    keras = keras_of(model)
-    return keras.bidirectional_halves(model) if keras is not None else {}
+    return adapter_of(module).time_dim(module)
 
 
 def reads_backwards(module: nn.Module) -> bool:
     """Whether a recurrent module reads its input from the last step to the first (a Keras layer
     with ``go_backwards=True``, as ``Bidirectional`` builds its backward half)."""
-    return keras_of(module) is not None and bool(getattr(module, "go_backwards", False))
+    return adapter_of(module).reads_backwards(module)
 
 
 def forget_gate_bias(module: nn.Module, *, hidden: bool = False) -> list[torch.Tensor]:
     """Views of an LSTM's forget-gate biases: ``bias_ih``'s block per layer and direction for
-    ``nn.LSTM``/``nn.LSTMCell`` (PyTorch's gates: input, forget, cell, output; ``hidden=True``:
-    ``bias_hh``'s, which adds to it), the cell bias's for a Keras ``LSTM`` (which has one bias:
-    nothing for ``hidden=True``); empty for any other module."""
-    if (keras := keras_of(module)) is not None:
-        found = None if hidden else keras.forget_gate_bias(module)
-        return [] if found is None else [found]
-    if not isinstance(module, (nn.LSTM, nn.LSTMCell)):
-        return []
-    prefix = "bias_hh" if hidden else "bias_ih"
-    return [p[p.shape[0] // 4 : p.shape[0] // 2] for name, p in module.named_parameters() if name.startswith(prefix)]
+    ``nn.LSTM``/``nn.LSTMCell`` (``hidden=True``: ``bias_hh``'s, which adds to it), the cell
+    bias's for a Keras ``LSTM`` (which has one bias: nothing for ``hidden=True``); empty for any
+    other module."""
+    return adapter_of(module).forget_gate_bias(module, hidden=hidden)
 
 
 def biases(module: nn.Module) -> list[torch.Tensor]:
     """The biases of a weight module (an LSTM's ``bias_ih_l0`` and ``bias_hh_l0`` too)."""
-    if (keras := keras_of(module)) is not None:
-        return keras.biases(module)
-    return [p for name, p in module.named_parameters()
-            if name == "bias" or name.endswith((".bias", "in_proj_bias")) or name.startswith("bias_")]  # fmt: skip
+    return adapter_of(module).biases(module)
 
 
 def norm_affine(module: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """A normalization layer's scale and shift (``weight``/``bias``, Keras' ``gamma``/``beta``)."""
-    if (keras := keras_of(module)) is not None:
-        return keras.norm_affine(module)
-    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
-    return (weight if isinstance(weight, torch.Tensor) else None), (bias if isinstance(bias, torch.Tensor) else None)
+    return adapter_of(module).norm_affine(module)
 
 
 def is_ordinary_dropout(module: nn.Module) -> bool:
     """Dropout that is not SELU's AlphaDropout (it breaks self-normalization)."""
-    if (keras := keras_of(module)) is not None:
-        return keras.is_ordinary_dropout(module)
-    return isinstance(module, nn.modules.dropout._DropoutNd) and not isinstance(module, (nn.AlphaDropout, nn.FeatureAlphaDropout))
-
-
-#: Names of projections that pack q, k and v along their outputs (GPT-2's ``c_attn``, ViT/timm's
-#: ``qkv``, MosaicBERT's ``Wqkv``, GPT-NeoX's ``query_key_value``, Baichuan's ``W_pack``).
-PACKED_QKV = ("c_attn", "qkv", "wqkv", "query_key_value", "qkv_proj", "w_pack", "in_proj")
-#: Sibling names of separate query and key projections (BERT, ViT, Llama, DistilBERT, T5, ...).
-QK_PAIRS = (("query", "key"), ("q_proj", "k_proj"), ("q", "k"), ("q_lin", "k_lin"), ("wq", "wk"),
-            ("to_q", "to_k"), ("linear_q", "linear_k"), ("w_q", "w_k"))  # fmt: skip
-
-
-@dataclass(frozen=True, eq=False)
-class Attention:
-    """Where an attention layer's query and key come from: ``q`` and ``k`` are weights (blocks of
-    one packed projection or two projections); ``q_module``/``k_module`` the modules applying
-    them, which see the attention's input."""
-
-    name: str
-    q: Weight
-    k: Weight
-    q_module: str
-    k_module: str
-
-
-def attention_layers(model: nn.Module) -> list[Attention]:
-    """The attention layers of a model whose query/key projections can be found:
-    ``nn.MultiheadAttention``, packed q/k/v projections (:data:`PACKED_QKV`, output size three
-    times the input) and sibling q/k projections (:data:`QK_PAIRS`)."""
-    found: list[Attention] = []
-    modules = dict(model.named_modules())
-    for name, module, ws in weight_modules(model):
-        if isinstance(module, nn.MultiheadAttention):
-            q, k = ws[0], ws[1]
-            found.append(Attention(name, q, k, name, name))
-            continue
-        leaf = name.rsplit(".", 1)[-1].lower()
-        if len(ws) == 1 and ws[0].role == "dense" and leaf in PACKED_QKV:
-            w = ws[0]
-            fan_in, fan_out = w.fans
-            if fan_out == 3 * fan_in:
-                e = fan_in
-                q = Weight(_join(name, "q"), name, module, w.parameter, "attention_q", (e, e), rows=(0, e), transposed=w.transposed)
-                k = Weight(_join(name, "k"), name, module, w.parameter, "attention_k", (e, e), rows=(e, 2 * e), transposed=w.transposed)
-                found.append(Attention(name, q, k, name, name))
-    for parent_name, parent in modules.items():
-        children = {n.lower(): (n, m) for n, m in parent.named_children()}
-        for q_name, k_name in QK_PAIRS:
-            if q_name in children and k_name in children:
-                (qn, qm), (kn, km) = children[q_name], children[k_name]
-                qw, kw = module_weights(qn, qm), module_weights(kn, km)
-                if len(qw) == 1 and len(kw) == 1 and qw[0].role == "dense" and kw[0].role == "dense":
-                    prefix = f"{parent_name}." if parent_name else ""
-                    found.append(Attention(parent_name, qw[0], kw[0], prefix + qn, prefix + kn))
-    return found
-
-
-#: Activation modules of other libraries, by lower-case class name without "activation":
-#: (registered activation, hyperparameters). ``transformers``' GELUActivation, NewGELUActivation
-#: (the tanh approximation), SiLUActivation, MishActivation, ...
-FOREIGN_ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "gelu": ("gelu", {}), "newgelu": ("gelu", {"approximate": "tanh"}), "fastgelu": ("gelu", {"approximate": "tanh"}),
-    "pytorchgelutanh": ("gelu", {"approximate": "tanh"}), "gelupytorchtanh": ("gelu", {"approximate": "tanh"}),
-    "quickgelu": ("gelu", {}), "accurategelu": ("gelu", {}), "silu": ("silu", {}), "swish": ("silu", {}),
-    "mish": ("mish", {}), "relu": ("relu", {}), "tanh": ("tanh", {}), "sigmoid": ("sigmoid", {}),
-    "leakyrelu": ("leaky_relu", {}), "elu": ("elu", {}), "selu": ("selu", {}),
-}  # fmt: skip
-
-
-def foreign_activation(module: nn.Module) -> ActivationSpec | None:
-    """The registered activation a module from another library applies (``transformers``'
-    ``GELUActivation`` is GELU, read off its class name; Keras' activation layers and fused
-    activations); ``None`` when unknown."""
-    if (keras := keras_of(module)) is not None:
-        found = keras.activation(module)
-        return found[0] if found else None
-    key = type(module).__name__.lower().replace("activation", "").replace("_", "")
-    found = FOREIGN_ACTIVATIONS.get(key)
-    return activations.get(found[0]) if found else None
-
-
-def foreign_hyperparameters(module: nn.Module) -> dict[str, Any]:
-    if (keras := keras_of(module)) is not None:
-        found = keras.activation(module)
-        return dict(found[1]) if found else {}
-    key = type(module).__name__.lower().replace("activation", "").replace("_", "")
-    return dict(FOREIGN_ACTIVATIONS.get(key, ("", {}))[1])
-
-
-def internal_activations(model: nn.Module) -> dict[str, tuple[ActivationSpec, dict[str, Any]]]:
-    """Activations that a module applies from a plain function attribute, invisible to hooks:
-    ``nn.TransformerEncoderLayer``/``DecoderLayer`` apply ``self.activation`` (``F.relu`` by
-    default) to ``linear1``'s output. Weight module name -> (activation, hyperparameters)."""
-    out = {}
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
-            spec = activations.find(module.activation)
-            if spec is not None:
-                hyper = spec.hyperparameters_of(module.activation) if isinstance(module.activation, nn.Module) else {}
-                out[f"{name}.linear1" if name else "linear1"] = (spec, hyper)
-    return out
-
-
-def example_batch(model: nn.Module, batch: int = 2) -> Any:
-    """Inputs shaped for the model: from a ``transformers`` config (token ids, or pixel values of
-    the configured image size), else from the first weight module (features for a Linear,
-    images or sequences for a conv, token ids for an embedding, sequences for a recurrent layer).
-    Raises ``ValueError`` (asking for ``data=``) when no shape can be read off the model."""
-    if (keras := keras_of(model)) is not None:
-        return keras.example_batch(model, batch)
-    found = weight_modules(model)
-    if not found:
-        raise ValueError("the model has no weight layers to shape an input for")
-    _, first, weights = found[0]
-    param = weights[0].tensor
-    config = getattr(model, "config", None)
-    if isinstance(first, (nn.Embedding, nn.EmbeddingBag)):
-        length = min(16, getattr(config, "max_position_embeddings", 16) or 16)
-        return torch.randint(0, first.num_embeddings, (batch, length), device=param.device)
-    image_size, channels = getattr(config, "image_size", None), getattr(config, "num_channels", None)
-    if isinstance(image_size, int) and isinstance(channels, int):
-        return torch.randn(batch, channels, image_size, image_size, dtype=param.dtype, device=param.device)
-    if isinstance(first, nn.Linear):
-        return torch.randn(batch, first.in_features, dtype=param.dtype, device=param.device)
-    if isinstance(first, CONV_TYPES):
-        dims = first.weight.dim() - 2
-        shape = (batch, first.in_channels, *([{1: 64, 2: 32, 3: 16}[dims]] * dims))
-        return torch.randn(shape, dtype=param.dtype, device=param.device)
-    if isinstance(first, nn.MultiheadAttention):  # inside an encoder that takes (batch, seq, embed)
-        shape = (batch, 16, first.embed_dim) if first.batch_first else (16, batch, first.embed_dim)
-        return torch.randn(shape, dtype=param.dtype, device=param.device)
-    if isinstance(first, nn.RNNBase):
-        shape = (batch, 16, first.input_size) if first.batch_first else (16, batch, first.input_size)
-        return torch.randn(shape, dtype=param.dtype, device=param.device)
-    if weights[0].role == "dense":  # x @ W
-        return torch.randn(batch, weights[0].fans[0], dtype=param.dtype, device=param.device)
-    raise ValueError(f"cannot shape an example input for a model that starts with {type(first).__name__}; pass data=")
+    return adapter_of(module).is_ordinary_dropout(module)
 
 
 __all__ = [
-    "ADAPTERS", "FOREIGN_ACTIVATIONS", "GATES", "PACKED_QKV", "QK_PAIRS", "Attention", "Weight", "attention_layers", "biases", "build", "call_options",
-    "check_model", "example_batch", "foreign_activation", "internal_activations", "is_ordinary_dropout", "is_weight_module", "keras_initializer", "keras_of",
-    "module_weights",
-    "named_modules", "norm_affine", "preserved_state", "weight_modules", "weights",
+    "ADAPTERS", "CONV_TYPES", "FOREIGN_ACTIVATIONS", "GATES", "NORM_TYPES", "PACKED_QKV", "QK_PAIRS",
+    "RECURRENT_TYPES", "TRANSPARENT_TYPES", "Attention", "Role", "View", "Weight", "activation", "adapter_of",
+    "attention_layers", "biases", "bidirectional_halves", "build", "call_options", "check_model",
+    "example_batch", "foreign_activation", "foreign_hyperparameters", "forget_gate_bias", "hooked_modules",
+    "internal_activations", "is_norm", "is_ordinary_dropout", "is_transparent", "is_weight_module", "join",
+    "keras_initializer", "keras_of", "module_weights", "named_modules", "norm_affine", "preserved_state",
+    "reads_backwards", "time_dim", "unread_weights", "view", "weight_modules", "weights",
 ]  # fmt: skip

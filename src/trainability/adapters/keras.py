@@ -55,7 +55,7 @@ from torch import nn
 
 from trainability import activations
 from trainability.activations import ActivationSpec
-from trainability.adapters import Role, Weight
+from trainability.adapters.base import Role, Weight
 
 INSTALL = "Keras 3 is not installed: pip install 'trainability[keras]' (Keras 3 on the PyTorch backend)"
 BACKEND = (
@@ -134,6 +134,8 @@ def check(model: Any) -> None:
     """Raise the backend error for a Keras model that is not a ``torch.nn.Module``."""
     if is_keras(model) and not isinstance(model, nn.Module):
         raise ValueError(BACKEND.format(what=f"{type(model).__name__} is a Keras model on", backend=backend()))
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
 
 def explain(exc: BaseException) -> str | None:
@@ -159,6 +161,12 @@ def time_dim(layer: Any) -> int | None:
     return (0 if getattr(layer, "time_major", False) else 1) if is_recurrent(layer) else None
 
 
+def reads_backwards(layer: Any) -> bool:
+    """Whether a recurrent layer reads its input from the last step to the first
+    (``go_backwards=True``, as ``Bidirectional`` builds its backward half)."""
+    return bool(getattr(layer, "go_backwards", False))
+
+
 def bidirectional_halves(model: Any) -> dict[str, tuple[str, str]]:
     """``{wrapper: (forward half, backward half)}`` for every ``Bidirectional`` layer, by name."""
     return {n: (f"{n}/{layer.forward_layer.name}", f"{n}/{layer.backward_layer.name}")
@@ -170,6 +178,11 @@ def _children(layer: Any) -> list[Any]:
         return []
     found = layer.layers if hasattr(layer, "layers") else layer._flatten_layers(include_self=False, recursive=False)
     return [c for c in found if keras_class(c) != "InputLayer"]
+
+
+def named_modules(model: Any) -> list[tuple[str, Any]]:
+    """The model and its layers by their Keras names (as ``named_modules()`` for a torch model)."""
+    return named_layers(model)
 
 
 def named_layers(model: Any) -> list[tuple[str, Any]]:
@@ -309,14 +322,15 @@ def _recurrent(name: str, layer: Any) -> list[Weight]:
     ]  # fmt: skip
 
 
-def forget_gate_bias(layer: Any) -> torch.Tensor | None:
-    """The forget gate's block of a Keras LSTM's bias (a view), or ``None`` for other layers."""
+def forget_gate_bias(layer: Any, *, hidden: bool = False) -> list[torch.Tensor]:
+    """The forget gate's block of a Keras LSTM's bias (a view), or ``[]`` for other layers. A
+    Keras LSTM has one bias: nothing for ``hidden=True`` (PyTorch's second bias)."""
     cell = getattr(layer, "cell", None)
-    bias = _variable(cell, "bias") if cell is not None and _is(cell, {"LSTMCell"}) else None
+    bias = _variable(cell, "bias") if cell is not None and _is(cell, {"LSTMCell"}) and not hidden else None
     if bias is None:
-        return None
+        return []
     units = int(bias.shape[-1]) // 4
-    return bias.value[units : 2 * units]
+    return [bias.value[units : 2 * units]]
 
 
 #: (Keras class in the layer's MRO, adapter), tried in order.
@@ -336,6 +350,21 @@ def module_weights(name: str, module: Any) -> list[Weight]:
         if cls in classes:
             return adapter(name, layer)
     return []
+
+
+def is_weight_module(module: Any) -> bool:
+    return bool(module_weights("", module))
+
+
+def attention_layers(model: Any) -> list[Any]:
+    """Keras attention layers whose query and key projections are read (none yet: ``MultiHeadAttention``'s
+    ``EinsumDense`` projections are named by :func:`unread_weights`)."""
+    return []
+
+
+def internal_activations(model: Any) -> dict[str, Any]:
+    """Keras applies a layer's activation where a hook sees it (:class:`FusedActivation`): none hidden."""
+    return {}
 
 
 def unread_weights(model: Any) -> list[str]:
@@ -685,42 +714,18 @@ def initializer(identifier: Any) -> Any:
         ) from exc
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: the callback needs Keras, imported on first use
+def __getattr__(name: str) -> Any:  # PEP 562: a deprecated alias, resolved on first use
     if name == "TrainabilityCallback":
-        globals()[name] = cls = _callback_class(load())
-        return cls
+        import importlib
+        import warnings
+
+        warnings.warn(
+            "trainability.adapters.keras.TrainabilityCallback moved to trainability.integrations.keras.TrainabilityCallback",
+            DeprecationWarning, stacklevel=2,
+        )  # fmt: skip
+        # by name: the adapter describes Keras models and does not depend on the Monitor
+        return importlib.import_module("trainability.integrations.keras").TrainabilityCallback
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _callback_class(keras: Any) -> type:
-    from trainability.monitor import DEFAULT_EVERY, Monitor, Schedule
-
-    class TrainabilityCallback(keras.callbacks.Callback):
-        """Run a :class:`~trainability.Monitor` during Keras ``model.fit``:
-        ``model.fit(x, y, callbacks=[TrainabilityCallback(every=10)])``. Findings are printed as
-        they appear and kept on ``callback.monitor.findings``."""
-
-        def __init__(self, *, every: Schedule = DEFAULT_EVERY, verbose: bool = True) -> None:
-            super().__init__()
-            self.every, self.verbose = every, verbose
-            self.monitor: Monitor | None = None
-
-        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-            self.monitor = Monitor(self.model, every=self.every)
-
-        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-            if self.monitor is None:
-                return
-            loss = (logs or {}).get("loss")
-            for finding in self.monitor.step(float(loss) if loss is not None else None):
-                if self.verbose:
-                    print(f"[trainability] {finding.kind} ({finding.severity}): {finding.message}\n    fix: {finding.fix}")
-
-        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-            if self.monitor is not None:
-                self.monitor.close()
-
-    return TrainabilityCallback
 
 
 __all__ = [

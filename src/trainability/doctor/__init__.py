@@ -78,7 +78,7 @@ def layer_stats(record: Record, links: dict, numel: int) -> list[LayerStats]:
     return rows
 
 
-def _blocks(capture: Capture) -> list[BlockStats]:
+def block_stats(capture: Capture) -> list[BlockStats]:
     """The residual stream, block by block (empty for a network without residual blocks)."""
     modules = dict(capture.model.named_modules())
     return [BlockStats(name, type(modules[name.removesuffix(":output")]).__name__, e.get("mean", math.nan),
@@ -202,7 +202,7 @@ def diagnose(
         skips = skip_connections(model)
         if skips is None:  # untraceable: a module output consumed twice is a branch
             skips = [n for n in capture.records if capture.consumers(n) > 1]
-        stream, time = _blocks(capture), _time(capture, model)
+        stream, time = block_stats(capture), _time(capture, model)
         out = output_tensor(output)
         integer = targets if targets is not None else batch.kwargs.get("labels") if own is not None else None
         classes = int(out.shape[-1]) if (isinstance(integer, torch.Tensor) and not integer.is_floating_point()

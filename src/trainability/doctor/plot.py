@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from trainability.doctor.report import Report
+from typing import Any
 
 
 def _pyplot():
@@ -20,7 +17,8 @@ def _pyplot():
     return plt
 
 
-def plot_report(report: Report, path: Path) -> Path:
+def plot_report(report: Any, path: Path) -> Path:
+    """Draw a :class:`~trainability.doctor.report.Report` (its ``layers`` and ``findings``) to ``path``."""
     plt = _pyplot()
     weights = [s for s in report.layers if s.role == "weight" and s.std is not None]
     acts = [s for s in report.layers if s.role == "activation"]

@@ -154,9 +154,9 @@ class Outcome:
 
 
 def environment() -> dict[str, Any]:
-    import trainability
+    from trainability._version import __version__
 
-    return {"trainability": trainability.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"trainability": __version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "host": platform.node(), "pid": os.getpid(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}  # fmt: skip
 

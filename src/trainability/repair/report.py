@@ -148,7 +148,7 @@ def _doctor(result: Any) -> Section:
 def _about(result: Any) -> Section:
     import torch
 
-    import trainability
+    from trainability._version import __version__
 
     model = result.original
 
@@ -166,7 +166,7 @@ def _about(result: Any) -> Section:
         ["criterion", escape(result.criterion.describe())],
         ["cost", escape(f"{result.steps} training steps in all ({result.steps / result.budget_steps:.2f} budgets; "
                         f"{result.extra_steps} of them range tests), {result.seconds:.1f} s wall-clock, {result.workers} worker(s)")],
-        ["software", escape(f"trainability {trainability.__version__}, torch {torch.__version__}, Python {platform.python_version()}")],
+        ["software", escape(f"trainability {__version__}, torch {torch.__version__}, Python {platform.python_version()}")],
         ["machine", escape(f"{platform.node()} ({platform.machine()})")],
     ]  # fmt: skip
     return Section("About this repair", table(["", ""], rows), anchor="about",

@@ -158,3 +158,10 @@ def moments(activation: ActivationLike, hyperparameters: dict[str, Any]) -> Mome
         return _cached(key, tuple(sorted(hyperparameters.items())))
     except TypeError:  # an unhashable hyperparameter value: no cache
         return Moments(function(key, hyperparameters))
+
+
+def check_variances(weight_variance: float, bias_variance: float) -> None:
+    if not weight_variance > 0:
+        raise ValueError(f"weight_variance (sigma_w^2 = fan_in * Var(W)) must be positive, got {weight_variance!r}")
+    if not bias_variance >= 0:
+        raise ValueError(f"bias_variance must be >= 0, got {bias_variance!r}")

@@ -39,7 +39,7 @@ import torch
 
 from trainability import activations
 from trainability.theory._moments import ActivationLike, Moments, moments
-from trainability.theory.meanfield import _check
+from trainability.theory._moments import check_variances as _check
 
 #: The RMS gradient gain, either way, that counts as crossing (the doctor's vanishing/exploding bound).
 CROSSING_RATIO = 100.0

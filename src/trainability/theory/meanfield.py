@@ -18,6 +18,7 @@ import torch
 from trainability import _quadrature
 from trainability import init as inits
 from trainability.theory._moments import Q_HUGE, Q_TINY, ActivationLike, Moments, moments
+from trainability.theory._moments import check_variances as _check
 from trainability.theory._moments import function as _function
 
 __all__ = ["ActivationLike"]
@@ -38,13 +39,6 @@ def _derivatives(phi: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, o
             (d,) = torch.autograd.grad(outs[-1].sum(), x, create_graph=True, allow_unused=True)
             outs.append(torch.zeros_like(x) if d is None else d)
     return [o.detach() for o in outs]
-
-
-def _check(weight_variance: float, bias_variance: float) -> None:
-    if not weight_variance > 0:
-        raise ValueError(f"weight_variance (sigma_w^2 = fan_in * Var(W)) must be positive, got {weight_variance!r}")
-    if not bias_variance >= 0:
-        raise ValueError(f"bias_variance must be >= 0, got {bias_variance!r}")
 
 
 def _proper(q: float) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from trainability.doctor.report import Finding
+from trainability.doctor.records import Finding
 from trainability.doctor.rules.evidence import Evidence, span
 from trainability.doctor.rules.units import SATURATED_FRACTION, SEVERE_FRACTION
 

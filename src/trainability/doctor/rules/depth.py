@@ -23,7 +23,7 @@ from torch import nn
 
 from trainability import adapters
 from trainability import init as inits
-from trainability.doctor.report import Finding
+from trainability.doctor.records import Finding
 from trainability.doctor.rules.evidence import Evidence
 from trainability.doctor.rules.gradients import GRADIENT_RATIO
 from trainability.graph import Link, is_norm

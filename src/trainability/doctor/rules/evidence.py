@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from trainability.doctor.report import BlockStats, LayerStats, TimeStats
+from trainability.doctor.records import BlockStats, LayerStats, TimeStats
 from trainability.graph import Link
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from trainability.doctor.report import Finding, LayerStats
+from trainability.doctor.records import Finding, LayerStats
 from trainability.doctor.rules.evidence import Evidence, span
 from trainability.graph import is_norm
 from trainability.table import recommended_init

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 
 from trainability import init as inits
-from trainability.doctor.report import Finding
+from trainability.doctor.records import Finding
 from trainability.doctor.rules.evidence import Evidence, span
 from trainability.graph import Link, is_norm
 from trainability.table import recommended_init

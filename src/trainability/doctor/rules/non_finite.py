@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from trainability.doctor.report import Finding
+from trainability.doctor.records import Finding
 from trainability.doctor.rules.evidence import Evidence, span
 
 

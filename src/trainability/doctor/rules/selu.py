@@ -7,7 +7,7 @@ import math
 from torch import nn
 
 from trainability import adapters
-from trainability.doctor.report import Finding
+from trainability.doctor.records import Finding
 from trainability.doctor.rules.evidence import Evidence, span
 
 LECUN_TOLERANCE = 1.33

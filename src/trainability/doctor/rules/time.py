@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 from trainability import adapters
-from trainability.doctor.report import Finding
+from trainability.doctor.records import Finding
 from trainability.doctor.rules.evidence import Evidence, span
 from trainability.doctor.rules.gradients import GRADIENT_RATIO, SEVERE_GRADIENT_RATIO
 

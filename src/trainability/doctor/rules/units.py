@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from trainability.doctor.report import Finding
+from trainability.doctor.records import Finding
 from trainability.doctor.rules.evidence import Evidence
 
 DEAD_FRACTION = 2 / 3

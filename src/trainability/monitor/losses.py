@@ -1,0 +1,106 @@
+"""The loss, step by step, without a host sync between recorded steps.
+
+Each step's loss (and the global gradient norm, when the loop hands it over) is kept as a 0-d
+tensor on its device; at a recorded step the pending values are stacked and read in one transfer,
+so a spike or a NaN between two records is still named by its own step. On the CPU, where
+reading a number is free and stalls nothing, a non-finite loss is seen at once (so that the doctor
+can explain it on the very weights that produced it).
+
+The statistics here are robust (medians, the median absolute deviation): a loss series is noisy
+batch to batch and heavy-tailed, and a mean and standard deviation are dragged by the very spikes
+they should expose.
+
+>>> series = LossSeries()
+>>> for step, value in enumerate([2.3, 2.2, 2.1, float("nan")]):
+...     series.add(step, value)
+>>> series.flush(); series.first_non_finite
+3
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import torch
+
+#: Median absolute deviation to the standard deviation of a normal distribution.
+MAD_SCALE = 1.4826
+
+
+class LossSeries:
+    """Per-step losses (``values[i]`` is step ``start + i``; NaN where a step gave none)."""
+
+    def __init__(self) -> None:
+        self.start: int | None = None
+        self.values: list[float] = []
+        self.grad_norms: list[float] = []
+        self._pending: list[tuple[int, Any, Any]] = []
+        self.first_non_finite: int | None = None
+
+    def add(self, step: int, loss: Any, grad_norm: Any = None) -> float | None:
+        """Keep this step's loss; returns its value when it is already on the host (a number, or
+        a CPU tensor), else ``None`` (read at the next :meth:`flush`)."""
+        if self.start is None:
+            self.start = step
+        if isinstance(loss, torch.Tensor):
+            loss = loss.detach().reshape(-1)[0] if loss.numel() else None
+        if isinstance(grad_norm, torch.Tensor):
+            grad_norm = grad_norm.detach().reshape(-1)[0]
+        self._pending.append((step, loss, grad_norm))
+        if isinstance(loss, torch.Tensor) and loss.device.type == "cpu":
+            return float(loss)
+        return float(loss) if isinstance(loss, (int, float)) else None
+
+    def flush(self) -> None:
+        """Read every pending value to the host in one transfer."""
+        if not self._pending:
+            return
+        device_values = [v for _, loss, norm in self._pending for v in (loss, norm) if isinstance(v, torch.Tensor)]
+        read: list[float] = []
+        if device_values:
+            stacked = torch.stack([v.to(device_values[0].device, torch.float64) for v in device_values])
+            read = stacked.tolist()
+        it = iter(read)
+        for step, loss, norm in self._pending:
+            value = next(it) if isinstance(loss, torch.Tensor) else (float(loss) if loss is not None else math.nan)
+            g = next(it) if isinstance(norm, torch.Tensor) else (float(norm) if norm is not None else math.nan)
+            index = step - (self.start or 0)
+            while len(self.values) <= index:
+                self.values.append(math.nan)
+                self.grad_norms.append(math.nan)
+            self.values[index], self.grad_norms[index] = value, g
+            if loss is not None and not math.isfinite(value) and self.first_non_finite is None:
+                self.first_non_finite = step
+        self._pending = []
+
+    # -- views ----------------------------------------------------------------------------------
+    def finite(self, first: int | None = None, last: int | None = None) -> list[float]:
+        """The finite losses of steps ``first..last`` (inclusive; all by default)."""
+        lo = 0 if first is None else max(first - (self.start or 0), 0)
+        hi = len(self.values) if last is None else last - (self.start or 0) + 1
+        return [v for v in self.values[lo:hi] if math.isfinite(v)]
+
+    def initial(self) -> float | None:
+        """The loss's level when the monitor started: the median of its first five finite values,
+        or the first value where that is lower (a run that blows up at once starts where it started)."""
+        first = self.finite()[:5]
+        return min(first[0], statistics.median(first)) if first else None
+
+    def level(self, first: int, last: int) -> float | None:
+        """The median loss of steps ``first..last``."""
+        window = self.finite(first, last)
+        return statistics.median(window) if window else None
+
+    def step_of(self, index: int) -> int:
+        return (self.start or 0) + index
+
+
+def robust_scale(values: list[float]) -> tuple[float, float]:
+    """(median, MAD x 1.4826): the centre and spread of a window, unmoved by its outliers."""
+    center = statistics.median(values)
+    return center, MAD_SCALE * statistics.median(abs(v - center) for v in values)
+
+
+__all__ = ["MAD_SCALE", "LossSeries", "robust_scale"]
