@@ -14,9 +14,16 @@ the way the textbook says). For every configuration:
   validation accuracy has not improved for 5 epochs (Keras' ``EarlyStopping(patience=5)``), at
   most 60 epochs, with the configuration's settings; its steps and its wall-clock time on one
   torch thread;
-- **cost**: repair's steps (probe and every candidate run) over the normal run's steps, and
-  repair's wall-clock time (everything: doctor passes, planning, evaluation) over the normal
-  run's.
+- **cost**: repair's wall-clock time (everything: doctor passes, screening, planning, range
+  tests, evaluation) over the normal run's (the issue's target: at most 1.5x on average), and its
+  steps (every run and range test) over the normal run's steps.
+
+The broken kinds: deep sigmoid/tanh/ReLU MLPs drawn wrongly, ReLU with negative biases, SELU with
+ordinary dropout, learning rates that blow up, unnormalized residual stacks of several depths (blocks
+as modules, or added in a loop of ``forward``), LSTMs and GRUs whose memory must span 30 to 60 steps
+with the memory gate biased shut, plain RNNs over long sequences, transformers built from
+``transformers`` configs (BERT, GPT-2) with a bad ``initializer_range`` or a learning rate too high,
+and CNNs.
 
 Every configuration runs with three seeds (the network's initial draw, the batches, the repair's
 seed); healthy ones must be left alone every time (no candidate tried). AutoTrainer's figures (Zhang et al., ICSE 2021; its 2024 extension) were
@@ -456,7 +463,8 @@ def run_case(case: Case, seed: int = 0) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     row = {"case": case.name, "family": case.family, "data": case.data, "seed": seed, "verdict": result.verdict,
            "change": result.change.label if result.change else "-", "kind": result.change.kind if result.change else "-",
-           "tried": len(result.attempts), "steps": result.steps, "seconds": seconds, "probe": result.probe.score}  # fmt: skip
+           "tried": len(result.trained), "screened": len(result.screened_out), "steps": result.steps, "seconds": seconds,
+           "probe": result.probe.score, "probe_steps": result.probe.steps}  # fmt: skip
     if case.healthy:
         row["left_alone"] = result.verdict == "healthy" and not result.attempts
         return row
@@ -479,7 +487,7 @@ def _mean(values: list[float | None]) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| configuration | data | as it was | repaired | winning change (seeds) | tried | repaired / counterpart (val acc) | cost (steps) | cost (time) |",
+    lines = ["| configuration | data | as it was | repaired | winning change (seeds) | trained / screened out | repaired / counterpart (val acc) | cost (steps) | cost (time) |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name in dict.fromkeys(r["case"] for r in rows):
         runs = [r for r in rows if r["case"] == name]
@@ -490,7 +498,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
         change = f"{changes[0]} ({count})" + (f"; {verdicts}" if verdicts else "")
         ratio = f"{done}/{len(runs)}" if done == len(runs) else f"**{done}/{len(runs)}**"
         lines.append(f"| {name} | {runs[0]['data']} | {_mean([r['probe'] for r in runs])} | {ratio} | {change} | "
-                     f"{statistics.mean(r['tried'] for r in runs):.3g} | {_mean([r['repaired_score'] for r in runs])} / "
+                     f"{statistics.mean(r['tried'] for r in runs):.3g} / {statistics.mean(r['screened'] for r in runs):.3g} | "
+                     f"{_mean([r['repaired_score'] for r in runs])} / "
                      f"{_mean([r['counterpart'] for r in runs])} | {statistics.mean(r['cost_steps'] for r in runs):.2f}x | "
                      f"{statistics.mean(r['cost_seconds'] for r in runs):.2f}x |")  # fmt: skip
     return "\n".join(lines)
@@ -515,8 +524,9 @@ def checks(broken: list[dict[str, Any]], healthy: list[dict[str, Any]]) -> list[
         Check("broken networks repaired (>= 80% of the counterpart's validation accuracy)", ">= 90%",
               f"{repaired:.1%} of {len(broken)} runs", repaired >= 0.9),
         Check("healthy networks left alone (no candidate tried)", "every time", f"{alone:.0%} of {len(healthy)} runs", alone == 1),
-        Check("repair cost, in steps of one normal training run", "<= 1x (AutoTrainer: 2.14x)", f"{steps:.2f}x", steps <= 1),
-        Check("... in wall-clock time", "reported", f"{seconds:.2f}x", None),
+        Check("repair cost, wall-clock, in normal training runs of the fixed network", "<= 1.5x (AutoTrainer: 2.14x)",
+              f"{seconds:.2f}x", seconds <= 1.5),
+        Check("... in training steps", "reported", f"{steps:.2f}x", None),
     ]  # fmt: skip
 
 
@@ -529,6 +539,7 @@ def report(broken: list[dict[str, Any]], healthy: list[dict[str, Any]], wall: fl
     steps = [r["cost_steps"] for r in broken]
     times = [r["cost_seconds"] for r in broken]
     tried = [r["tried"] for r in broken]
+    screened = [r["screened"] for r in broken]
     families = sorted({r["family"] for r in broken})
     configurations = list(dict.fromkeys(r["case"] for r in broken))
     always = sum(all(r["repaired"] for r in broken if r["case"] == c) for c in configurations)
@@ -537,29 +548,32 @@ def report(broken: list[dict[str, Any]], healthy: list[dict[str, Any]], wall: fl
 {len(configurations)} broken configurations ({len(families)} kinds: {"; ".join(families)}) on
 {", ".join(sorted({r["data"] for r in broken}))}, and {len({r["case"] for r in healthy})} healthy ones, each run with
 {len(SEEDS)} seeds ({len(broken)} broken and {len(healthy)} healthy runs). `trainability.repair(model, data)` with each configuration's training settings
-(SGD at lr 0.01 unless the configuration says otherwise; Adam for the transformers), the default budget of
-{BUDGET} steps, one worker. *Repaired*: the returned model, trained with the returned settings for the same
+(SGD at lr 0.01 unless the configuration says otherwise: Adam for the transformers and at lr 0.01 for the
+recurrent memory tasks, momentum 0.9 for the CNNs), the default budget of
+{BUDGET} steps, one worker. The memory tasks are generated: {", ".join(sorted(GENERATED))} (the class written at the
+first of T steps of noise, read from the last state). *Repaired*: the returned model, trained with the returned settings for the same
 budget and seed, reaches at least {REPAIRED_FRACTION:.0%} of the validation accuracy of the correctly built
 counterpart under the same budget and seed, and repair itself found that it trains (its criterion, docs/REPAIR.md);
 by the first condition alone, {letter} of {len(broken)}. *One normal training run*: the counterpart trained epoch by epoch
 until its validation accuracy has not improved for {PATIENCE} epochs (at most {MAX_EPOCHS}). *Cost*: repair's
-training steps (the probe and every candidate run) over the normal run's steps, and repair's wall-clock time
-(doctor passes, planning and evaluation included) over the normal run's, both on one torch thread.
+wall-clock time (doctor passes, screening, planning, range tests and evaluation included) over the normal run's, and
+its training steps (every run and range test) over the normal run's steps, both on one torch thread.
 
 | | trainability repair (this suite) | AutoTrainer (its own benchmark) |
 |---|---|---|
 | repaired | **{repaired} of {len(broken)} runs ({repaired / len(broken):.1%})**; {always} of {len(configurations)} configurations in every seed | 97.3% of 262 (ICSE 2021); 98.4% of 422 (2024 extension) |
 | healthy networks left alone | **{alone} of {len(healthy)} runs ({alone / max(len(healthy), 1):.0%})** | not reported |
-| candidates tried, mean | {statistics.mean(tried):.2f} (median {statistics.median(tried):g}, most {max(tried)}) | up to 10 retrainings per model |
-| cost, mean (steps) | **{statistics.mean(steps):.2f}x** one normal run (median {statistics.median(steps):.2f}x, worst {max(steps):.2f}x) | 2.14x the original training time (median 1.76x, worst 37x) |
-| cost, mean (time) | {statistics.mean(times):.2f}x (median {statistics.median(times):.2f}x, worst {max(times):.2f}x) | |
+| candidates trained, mean | {statistics.mean(tried):.2f} (median {statistics.median(tried):g}, most {max(tried)}); screened out by the doctor without training: {statistics.mean(screened):.2f} | up to 10 retrainings per model |
+| cost, mean (time) | **{statistics.mean(times):.2f}x** one normal run (median {statistics.median(times):.2f}x, worst {max(times):.2f}x) | 2.14x the original training time (median 1.76x, worst 37x) |
+| cost, mean (steps) | {statistics.mean(steps):.2f}x (median {statistics.median(steps):.2f}x, worst {max(steps):.2f}x) | |
 
 AutoTrainer's figures were measured on its own benchmark of Keras models (Zhang et al., ICSE 2021, and the
 2024 extension), not on these networks; they are quoted for scale, not reproduced.
 
 {_table(broken)}
 
-Each row: means over the seeds; *tried*, candidates run (the probe not counted). Runs not repaired:
+Each row: means over the seeds; *trained*, candidates raced (the network as it is not counted); *screened out*,
+candidates the doctor rejected at initialization, never trained. Runs not repaired:
 {_misses(broken)}. Healthy configurations (left
 alone = healthy verdict, no candidate tried):
 {", ".join(sorted({f"{r['case']} {sum(x['left_alone'] for x in healthy if x['case'] == r['case'])}/{len(SEEDS)}" for r in healthy}))}.
