@@ -123,7 +123,7 @@ def rounds_of(train: Any, budget: int, batch_size: int, seed: int, rounds: int =
 @dataclass
 class Run:
     """One model under training (see the module docstring). ``monitor_every`` is the monitor's
-    schedule in steps."""
+    schedule (``None``: its default, dense over the first steps where a rate far too high shows)."""
 
     key: str
     model: nn.Module
@@ -131,7 +131,7 @@ class Run:
     rounds: list[Any]
     validation: Any
     seed: int
-    monitor_every: int
+    monitor_every: int | None
     records: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
     status: str = "running"  # running | failed (NaN/Inf loss or an error) | stopped (the search stopped it)
@@ -153,14 +153,32 @@ class Run:
     def finished(self) -> bool:
         return self.status != "running" or self.done >= len(self.rounds)
 
-    def _start(self, optimizer_state: dict[str, Any] | None = None) -> None:
+    def resume(self, optimizer_state: dict[str, Any] | None = None) -> None:
+        """Build the optimizer (with ``optimizer_state``: where a worker left it) and the monitor
+        for the steps to come; the monitor counts steps from where the run is."""
         from trainability.monitor import Monitor
 
         self._optimizer = build_optimizer(self.model, self.settings, done=self.steps)
-        if optimizer_state is not None:
+        if optimizer_state:
             self._optimizer.load_state_dict(optimizer_state)
         self._monitor = Monitor(self.model, every=self.monitor_every)
         self._monitor.steps_done = self.steps
+
+    def hand_over(self) -> dict[str, Any] | None:
+        """The state a worker goes on from (``None`` before the first round), after which this
+        process's optimizer and monitor are dropped: the worker's copy is the run now."""
+        state = self.state() if self.done else None
+        self.close()
+        self._optimizer = None
+        return state
+
+    def take_back(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A worker's state into this run (weights, records, findings); returns the optimizer's
+        state, for the next worker or for :meth:`resume`."""
+        self.model.load_state_dict(state["model"])
+        self.records, self.findings = list(state["records"]), list(state["findings"])
+        self.status, self.reason, self.seconds = state["status"], state["reason"], state["seconds"]
+        return state["optimizer"] or {}
 
     def advance(self, to_round: int, stop: Callable[[Run], bool] | None = None) -> None:
         """Train round after round up to ``to_round`` (at most the budget's), or until the loss
@@ -171,7 +189,7 @@ class Run:
         if self.status != "running" or self.done >= to_round:
             return
         if self._optimizer is None:
-            self._start()
+            self.resume()
         start = time.perf_counter()
         loss = z_loss(self.settings["z_loss"]) if self.settings.get("z_loss") else None
         try:
@@ -224,7 +242,7 @@ class Segment:
     seed: int
     budget: int
     to_round: int
-    monitor_every: int
+    monitor_every: int | None
     state: dict[str, Any] | None = None
     criterion: Any = None  # stops the run once ``criterion.flat`` says it clearly failed, as here
 
@@ -245,7 +263,7 @@ def run_of(segment: Segment) -> Run:
         run.findings = list(segment.state["findings"])
         run.status, run.reason, run.seconds = segment.state["status"], segment.state["reason"], segment.state["seconds"]
         if run.status == "running":
-            run._start(segment.state["optimizer"])
+            run.resume(segment.state["optimizer"])
     return run
 
 

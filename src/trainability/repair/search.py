@@ -303,7 +303,7 @@ class _Search:
         self.settings, self.budget, self.seed, self.progress, self.everything = settings, budget, seed, progress, everything
         self.sample, self.errors, self.training_first = sample, errors, training_first
         self.rounds = rounds_of(splits.train, budget, settings["batch_size"], seed)
-        self.monitor_every = max(1, budget // ROUNDS)  # one recording a round, on its first step
+        self.monitor_every = None  # the monitor's own schedule: steps 0, 1, 2, 4, 8, 16, then every 25
         self.workers_asked = workers
         self.remote: int | None = None  # worker processes, once runs go to them
         self.ran_here: str | None = None
@@ -356,19 +356,15 @@ class _Search:
         if not self.remote or len(active) < 2:
             for c in active:
                 if c.optimizer_state is not None:  # back from a worker: go on here with its optimizer's state
-                    c.run._start(c.optimizer_state or None)
+                    c.run.resume(c.optimizer_state)
                     c.optimizer_state = None
                 c.run.advance(to_round, stop=lambda run: self.criterion.flat(run.records, ROUNDS))
             return
         tasks = []
         for c in active:
-            state = None
-            if c.run.done:
-                state = c.run.state()
-                if c.optimizer_state is not None:
-                    state["optimizer"] = c.optimizer_state
-            c.run.close()
-            c.run._optimizer = None  # the worker's copy goes on from here
+            state = c.run.hand_over()
+            if state is not None and c.optimizer_state is not None:
+                state["optimizer"] = c.optimizer_state
             tasks.append(Segment(c.run.key, self.data_spec, CandidateModel(self.original, c.candidate), c.run.settings,
                                  self.seed, self.budget, to_round, self.monitor_every, state, self.criterion))  # fmt: skip
         results: dict[str, Any] = {}
@@ -378,10 +374,7 @@ class _Search:
             if state is None or isinstance(state, Lost):
                 c.run.status, c.run.reason = "failed", state.reason if isinstance(state, Lost) else "its worker did not report"
                 continue
-            c.run.model.load_state_dict(state["model"])
-            c.run.records, c.run.findings = list(state["records"]), list(state["findings"])
-            c.run.status, c.run.reason, c.run.seconds = state["status"], state["reason"], state["seconds"]
-            c.optimizer_state = state["optimizer"] or {}
+            c.optimizer_state = c.run.take_back(state)
 
     # -- judging -------------------------------------------------------------------------------
     def errors_in(self, run: Run) -> list[dict[str, Any]]:
@@ -454,6 +447,12 @@ class _Search:
                     self.attempts.append(Attempt(candidate, "screened out", found.reason, [], None, 0, 0.0, found.verdict))
                     _say(self.progress, f"  screened out: {candidate.label}: {found.reason[:160]}")
             if found.status in ("clear", "unjudged", "unknown"):
+                for weaker in range(rungs.next, index):  # passed over for this one: never trained
+                    passed = rungs.screened.get(weaker)
+                    if passed is not None and passed.status == "partial":
+                        passed.model = None
+                        self.attempts.append(Attempt(passed.candidate, "screened out", f"{passed.reason} (a stronger rung of "
+                                                     "its ladder is clear)", [], None, 0, 0.0, passed.verdict))  # fmt: skip
                 rungs.chosen, rungs.next = (index, found), index + 1
                 return
             if found.status == "partial" and partial is None:
@@ -505,6 +504,27 @@ class _Search:
                 break
         return wave
 
+    def every_rung(self, queue: list[_Rungs]) -> list[Contestant]:
+        """``all=True``: every rung of every ladder that the doctor does not screen out, at once."""
+        wave: list[Contestant] = []
+        for rungs in queue:
+            while not rungs.spent:
+                self.climb(rungs)
+                if rungs.chosen is None:
+                    break
+                _, found = rungs.chosen
+                rungs.chosen = None
+                candidate = self.resolve(found.candidate)
+                if candidate is None:
+                    continue
+                model, found.model = found.model, None
+                found = Screened(candidate, found.status, found.reason, found.verdict, found.report)
+                c = Contestant(candidate, self.new_run(candidate, model), rungs.order, rungs, found)
+                wave.append(c)
+                self.contestants.append(c)
+                self.attempts.append(c)
+        return wave
+
     # -- the race --------------------------------------------------------------------------------
     def race(self, wave: list[Contestant], reference: Contestant | None) -> Contestant | None:
         """Successive halving over ``wave`` (and the network as it is, ``reference``): all train
@@ -523,16 +543,19 @@ class _Search:
                 judge = self.criterion.better_than(self.criterion.metric(reference.records))  # type: ignore[arg-type]
             trained = [c for c in alive if c is not reference and self.trains(c, judge)]
             if trained and not self.everything:
-                return min(trained, key=lambda c: c.order)
+                for c in sorted(trained, key=lambda c: c.order):
+                    if self.confirmed(c, judge):
+                        return c
+                alive = [c for c in alive if not self.failed(c)]
             candidates = [c for c in alive if c is not reference]
             if not candidates or end == ends[-1]:
                 break
             if end not in rungs:
                 continue
             ranked = sorted(alive, key=functools.cmp_to_key(self._compare))
-            keep = ranked[: max(1, math.ceil(len(ranked) / 2))]
-            if reference in alive and reference not in keep and self.trains(reference):
-                keep.append(reference)  # the score to beat stays measured
+            keep = [c for c in ranked if c is not reference][: max(1, math.ceil(len(candidates) / 2))]
+            if reference in alive and (self.trains(reference) or ranked.index(reference) < math.ceil(len(ranked) / 2)):
+                keep.append(reference)  # in the better half, or the score to beat: it stays measured
             for c in alive:
                 if c not in keep:
                     c.dropped_at = c.run.steps
@@ -542,6 +565,19 @@ class _Search:
             if trained:
                 return max(trained, key=lambda c: (self.criterion.score_key(c.records), -c.order))
         return None
+
+    def confirmed(self, c: Contestant, judge: Criterion | None) -> bool:
+        """A candidate that meets the criterion wins once it meets it at two evaluations in a row
+        (one more round here if need be; at the end of the budget, one is enough): a rate that
+        trains for a round and then diverges does not win on that round."""
+        if not self.trains(c, judge):
+            return False
+        if len(c.records) >= 2 and (judge or self.criterion).trains(c.records[:-1]):
+            return True
+        if c.run.done >= ROUNDS or c.run.status != "running":
+            return True
+        self.advance([c], c.run.done + 1)
+        return not self.failed(c) and self.trains(c, judge)
 
     def _compare(self, a: Contestant, b: Contestant) -> int:
         """Order for successive halving: a clearly better validation score first; within noise,
@@ -677,7 +713,7 @@ def repair(
     with _one_thread():
         first = True
         while winner is None:
-            wave = search.pick(queue, len(queue) if all else WAVE)
+            wave = (search.every_rung(queue) if first else []) if all else search.pick(queue, WAVE)
             if not wave:
                 break
             _say(progress, "race: " + ", ".join(c.candidate.label for c in wave) + (" and the network as it is" if first and racing else ""))  # type: ignore[union-attr]
