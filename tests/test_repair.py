@@ -531,16 +531,6 @@ def test_a_training_time_error_from_the_monitor_is_not_healthy(monkeypatch):
     assert lowered and lowered[0].candidate.params["lr"] == pytest.approx(float(f"{result.range_tests['sgd'].suggestion:.3g}"))
 
 
-def _monitor_judges_training() -> bool:
-    """Whether the Monitor of issue 18 (learning rates, Adam's epsilon, attention logits) is here."""
-    import inspect
-
-    return "optimizer" in inspect.signature(trainability.Monitor.__init__).parameters
-
-
-@pytest.mark.xfail(not _monitor_judges_training(), strict=True,
-                   reason="needs issue 18's Monitor (learning_rate_too_high): without it a network that learns a little "
-                          "looks healthy")  # fmt: skip
 def test_a_pre_ln_transformer_at_a_learning_rate_too_high_is_repaired():
     """The issue's case: a pre-LN transformer (GPT-2 from its config), healthy at initialization,
     trained with Adam at lr 0.3 learns a little (0.48 on digits after 300 steps where lr 1e-3

@@ -155,9 +155,9 @@ class Criterion:
         """One sentence: what a run must show."""
         if self.classification:
             floor = f", and beat the network as it is ({self.floor:.3f})" if self.floor is not None else ""
-            return (f"finite loss; last training loss <= {LOSS_FRACTION:g} x {self.prior_loss:.3g} (the class "
-                    f"frequencies' cross-entropy); validation accuracy >= {self.chance + self.margin:.3f} "
+            return (f"finite loss; last training (or validation) loss <= {LOSS_FRACTION:g} x {self.prior_loss:.3g} (the "
+                    f"class frequencies' cross-entropy); validation accuracy >= {self.chance + self.margin:.3f} "
                     f"(chance {self.chance:.3f} + {self.margin:.3f}){floor}")  # fmt: skip
         floor = f", and beat the network as it is ({self.floor:.4g})" if self.floor is not None else ""
-        return (f"finite loss; last training loss <= {LOSS_FRACTION:g} x {self.prior_loss:.4g} (the targets' "
+        return (f"finite loss; last training (or validation) loss <= {LOSS_FRACTION:g} x {self.prior_loss:.4g} (the targets' "
                 f"variance); validation MSE <= {self.chance - self.margin:.4g} (R^2 >= {LEAST_PROGRESS:g}){floor}")  # fmt: skip

@@ -45,7 +45,7 @@ def learning_curves(result: Any) -> bytes:
     key = "val_accuracy" if classification else "val_loss"
     with style() as plt:
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-        runs = [(a, OTHER, 1.0, a.candidate.label) for a in result.attempts if a is not result.winner]  # type: ignore[union-attr]
+        runs = [(a, OTHER, 1.0, a.candidate.label) for a in result.trained if a is not result.winner]  # type: ignore[union-attr]
         runs.append((result.probe, BAD, 2.2, "the network as it is"))
         if result.winner is not None:
             runs.append((result.winner, GOOD, 2.2, f"repaired: {result.change.label}"))
@@ -54,7 +54,7 @@ def learning_curves(result: Any) -> bytes:
             shown = label if colour != OTHER else None
             left.plot(xs, [e.get(key) for e in attempt.epochs], color=colour, lw=width, marker="o", ms=3, label=shown)
             right.plot(xs, [e.get("loss") for e in attempt.epochs], color=colour, lw=width, marker="o", ms=3)
-        if any(a is not result.winner for a in result.attempts):
+        if any(a is not result.winner for a in result.trained):
             left.plot([], [], color=OTHER, lw=1.0, label="other candidates")
         left.axhline(result.criterion.threshold(), color="#5b6475", ls="--", lw=1, label="the criterion's threshold")
         right.axhline(result.criterion.prior_loss, color="#5b6475", ls=":", lw=1, label="a constant prediction's loss")
