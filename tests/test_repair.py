@@ -329,6 +329,28 @@ def test_snippet_reproduces_the_candidate(family, candidate):
         assert candidate.train(SETTINGS) != SETTINGS
 
 
+@pytest.mark.parametrize("params", [{"warmup": 20}, {"eps": 1e-10, "warmup": 5}, {"z_loss": 1e-4}, {"clip_norm": 0.5}])
+def test_the_snippets_training_line_runs(params):
+    """The commented ``fit`` line of a snippet, uncommented, trains with the settings repair used
+    (warm-up and epsilon through ``build_optimizer``, the z-loss through ``loss=``)."""
+    from trainability.repair.result import snippet
+    from trainability.repair.runs import full_settings
+
+    settings = full_settings({"optimizer": "adam", "lr": 0.01, **params})
+    code = snippet(Candidate("lower_learning_rate", {"lr": 0.01, "factor": 0.1}), full_settings({}), settings, 0)
+    lines = code.split("# then train with these settings (the repair's own):\n", 1)[1].splitlines()
+    body = "\n".join(line.removeprefix("# ") for line in lines if not line.startswith("# in your own loop"))
+    torch.manual_seed(0)
+    namespace = {"model": mlp(8, 4, depth=2, width=8), "data": (torch.randn(64, 8), torch.randint(0, 4, (64,)))}
+    exec("import trainability\n" + body.replace("epochs=...", "epochs=1, progress=False, monitor=False"), namespace)  # noqa: S102
+    if "warmup" in params or "eps" in params:
+        opt = namespace["optimizer"]
+        assert opt.param_groups[0]["eps"] == params.get("eps", 1e-8)
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * min(1.0, 2 / params["warmup"]))  # 2 steps of warm-up done
+    for key, value in params.items():
+        assert f"{value!r}" in body or f"{value:g}" in body, (key, body)
+
+
 def test_replacement_rnns_drop_in_for_nn_rnn():
     rnn = nn.RNN(3, 5, num_layers=2, batch_first=True)
     x, h0 = torch.randn(4, 7, 3), torch.randn(2, 4, 5)
@@ -529,6 +551,37 @@ def test_a_training_time_error_from_the_monitor_is_not_healthy(monkeypatch):
     assert "sgd" in result.range_tests and result.extra_steps == sum(t.steps for t in result.range_tests.values())
     lowered = [a for a in result.trained if a.candidate.kind == "lower_learning_rate"]
     assert lowered and lowered[0].candidate.params["lr"] == pytest.approx(float(f"{result.range_tests['sgd'].suggestion:.3g}"))
+
+
+def test_a_training_time_error_denies_trains_only_where_the_failure_persists(digits):
+    """The network as it is: any training-time error. A candidate: one of a kind that asked for it,
+    or that the sound-looking network showed while training; not a new one on its way, nor one the
+    network as it is raised as a consequence of the doctor's error at initialization."""
+    from types import SimpleNamespace
+
+    from trainability.repair.plan import Ladder
+    from trainability.repair.search import Contestant, _Rungs, _Search
+
+    def error(kind: str, step: int = 5) -> dict:
+        return {"kind": kind, "severity": "error", "step": step, "layers": [], "message": kind}
+
+    def search(condemned: bool) -> _Search:
+        found = _Search(mlp(64, 10, depth=2, width=8), digits, None, Criterion.for_splits(digits), SETTINGS, 20, 0, 1, False,
+                        False, (digits.train.x[:8], digits.train.y[:8]), [{"kind": "init_mismatch", "layers": []}] if condemned
+                        else [], not condemned)  # fmt: skip
+        found.reference = Contestant(None, SimpleNamespace(findings=[error("learning_rate_too_high")]), 10**6)
+        return found
+
+    def candidate(asked: str, *findings: dict) -> Contestant:
+        ladder = _Rungs(Ladder([Candidate("clip_gradients", {"clip_norm": 1.0})], (4, 0, 0), [{"kind": asked}]), 0)
+        return Contestant(ladder.ladder.rungs[0], SimpleNamespace(findings=list(findings)), 0, ladder)
+
+    sound, condemned = search(False), search(True)
+    assert sound.vetoes(sound.reference) and condemned.vetoes(condemned.reference)
+    assert sound.vetoes(candidate("loss_spike", error("learning_rate_too_high")))  # what the probe showed persists
+    assert not condemned.vetoes(candidate("init_mismatch", error("learning_rate_too_high")))  # a consequence of the init
+    assert condemned.vetoes(candidate("attention_logit_growth", error("attention_logit_growth")))  # what asked for it
+    assert not sound.vetoes(candidate("learning_rate_too_high", error("output_logit_divergence", step=0), error("dead_units")))
 
 
 def test_a_pre_ln_transformer_at_a_learning_rate_too_high_is_repaired():

@@ -131,22 +131,35 @@ def diff_models(before: nn.Module, after: nn.Module, notes: dict[str, str], sett
 
 
 def _fit_call(settings: dict[str, Any]) -> str:
-    parts = [f"optimizer={settings['optimizer']!r}"]
-    if settings.get("lr") is not None:
-        parts.append(f"lr={settings['lr']:g}")
-    if settings.get("momentum"):
-        parts.append(f"momentum={settings['momentum']:g}")
+    """The ``fit`` line for these settings; warm-up and Adam's epsilon go through the optimizer
+    repair builds (``build_optimizer``), the z-loss through ``loss=`` (lines joined by newlines)."""
+    special = any(settings.get(k) is not None for k in ("warmup", "eps"))
+    lines, parts = [], []
+    if special:
+        shown = {k: settings.get(k) for k in ("optimizer", "lr", "momentum", "warmup", "eps") if settings.get(k) is not None}
+        lines += ["from trainability.repair.runs import build_optimizer  # with warm-up and Adam's epsilon",
+                  f"optimizer = build_optimizer(model, {shown!r})"]  # fmt: skip
+        parts.append("optimizer=optimizer")
+    else:
+        parts.append(f"optimizer={settings['optimizer']!r}")
+        if settings.get("lr") is not None:
+            parts.append(f"lr={settings['lr']:g}")
+        if settings.get("momentum"):
+            parts.append(f"momentum={settings['momentum']:g}")
     parts.append(f"batch_size={settings['batch_size']}")
     if settings.get("clip_norm") is not None:
         parts.append(f"clip_norm={settings['clip_norm']:g}")
-    return f"trainability.fit(model, data, epochs=..., {', '.join(parts)})"
+    if settings.get("z_loss") is not None:
+        lines.append("from trainability.repair.runs import z_loss  # cross-entropy + c * logsumexp(logits)^2")
+        parts.append(f"loss=z_loss({settings['z_loss']:g})")
+    return "\n".join([*lines, f"trainability.fit(model, data, epochs=..., {', '.join(parts)})"])
 
 
 def snippet(candidate: Candidate | None, settings: dict[str, Any], train_settings: dict[str, Any], seed: int) -> str:
     """Python that applies the change to the user's original model (a variable ``model`` built
     as before, in its initial state), imports first, then how to train it."""
     if candidate is None:
-        return "# trainability repair: no change\n# train as before: " + _fit_call(settings) + "\n"
+        return "# trainability repair: no change\n# train as before:\n" + "\n".join(f"# {line}" for line in _fit_call(settings).splitlines()) + "\n"
     lines = candidate.code(seed=seed)
     imports = list(dict.fromkeys(line for line in lines if line.startswith(("import ", "from "))))
     body = [line for line in lines if not line.startswith(("import ", "from "))]
@@ -154,7 +167,7 @@ def snippet(candidate: Candidate | None, settings: dict[str, Any], train_setting
            "# `model` is your original model, built as before (its initial weights, not trained)"]  # fmt: skip
     out += imports + ([""] if imports else [])
     out += body if body else ["# the model stays as it is: the change is in how it trains"]
-    out += ["", "# then train with these settings (the repair's own):", f"# {_fit_call(train_settings)}"]
+    out += ["", "# then train with these settings (the repair's own):", *(f"# {line}" for line in _fit_call(train_settings).splitlines())]
     if train_settings.get("clip_norm") is not None and settings.get("clip_norm") != train_settings.get("clip_norm"):
         out.append(f"# in your own loop, after loss.backward(): torch.nn.utils.clip_grad_norm_(model.parameters(), "
                    f"{train_settings['clip_norm']:g})")  # fmt: skip

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainability.experiments.executors import Lost, make_executor
+from trainability.experiments.executors import Lost, make_executor, single_thread
 from trainability.experiments.runner import DOCTOR_SAMPLES, DataSpec
 from trainability.repair.candidates import Candidate
 from trainability.repair.criterion import Criterion
@@ -302,6 +302,7 @@ class _Search:
         self.original, self.splits, self.data_spec, self.criterion = original, splits, data_spec, criterion
         self.settings, self.budget, self.seed, self.progress, self.everything = settings, budget, seed, progress, everything
         self.sample, self.errors, self.training_first = sample, errors, training_first
+        self.condemned = bool(errors)  # the doctor found an error at initialization
         self.rounds = rounds_of(splits.train, budget, settings["batch_size"], seed)
         self.monitor_every = None  # the monitor's own schedule: steps 0, 1, 2, 4, 8, 16, then every 25
         self.workers_asked = workers
@@ -314,6 +315,7 @@ class _Search:
         self.contestants: list[Contestant] = []
         self.skipped: list[str] = []
         self.counter = 0
+        self.reference: Contestant | None = None  # the network as it is
 
     # -- runs ----------------------------------------------------------------------------------
     def new_run(self, candidate: Candidate | None, model: nn.Module | None = None) -> Run:
@@ -384,9 +386,26 @@ class _Search:
         return [f for f in run.findings if f.get("severity") == "error" and (
             f.get("kind") in TRAINING_FAILURES or f.get("kind") in DURING_TRAINING and (f.get("step") or 0) > 0)]  # fmt: skip
 
+    def vetoes(self, c: Contestant) -> list[dict[str, Any]]:
+        """The monitor's training-time errors that deny a run the verdict "trains": for the
+        network as it is, any (the issue's rule: a probe with such a finding is not healthy); for
+        a candidate, one of a kind that asked for it or, when the doctor found no error at
+        initialization, that the network as it is showed while training: the failure persists (as
+        a doctor's error does at screening). A new kind raised on the way (the loss rising at step
+        1 of a freshly drawn network), or one the network as it is raised as a consequence of the
+        doctor's error, is left to the criterion, which the run must meet at two evaluations in a
+        row."""
+        errors = self.errors_in(c.run)
+        if c.candidate is None:
+            return errors
+        persisting = {a["kind"] for a in c.ladder.ladder.asked} if c.ladder is not None else set()
+        if self.reference is not None and not self.condemned:  # what the sound-looking network showed while training
+            persisting |= {f.get("kind") for f in self.errors_in(self.reference.run)}
+        return [f for f in errors if f.get("kind") in persisting]
+
     def trains(self, c: Contestant, judge: Criterion | None = None) -> bool:
         judge = judge or self.criterion
-        return c.run.status != "failed" and judge.trains(c.records) and not self.errors_in(c.run)
+        return c.run.status != "failed" and judge.trains(c.records) and not self.vetoes(c)
 
     def failed(self, c: Contestant) -> bool:
         return c.run.status == "failed" or self.criterion.flat(c.records, ROUNDS)
@@ -600,7 +619,7 @@ def _attempt(c: Contestant, criterion: Criterion, search: _Search, winner: bool)
         status, reason = "dropped", f"behind the others after {c.dropped_at} steps (successive halving)"
     else:
         status = "does not train"
-        errors = search.errors_in(run)
+        errors = search.vetoes(c)
         reason = f"the monitor: {errors[0]['message']}" if errors else ("still at the constant predictor's level"
                                                                          if criterion.flat(run.records, ROUNDS) else None)  # fmt: skip
     doctor = c.screened.verdict if c.screened is not None else None
@@ -674,6 +693,7 @@ def repair(
     search = _Search(original, splits, data_spec, criterion, settings, budget_steps, seed, workers, progress, all, (x, y),
                      [{"kind": f.kind, "layers": list(f.layers)} for f in errors], not before.findings)  # fmt: skip
     reference = Contestant(None, search.new_run(None), 10**6)  # after every candidate where scores tie
+    search.reference = reference
     if not errors:
         _say(progress, f"repair: {len(before.findings)} finding(s) at initialization, no error; probing up to {budget_steps} steps")
 
@@ -681,7 +701,7 @@ def repair(
             return (criterion.trains(run.records) or criterion.flat(run.records, ROUNDS)
                     or bool(search.errors_in(run)))  # fmt: skip
 
-        with _one_thread():
+        with single_thread():
             reference.run.advance(ROUNDS, stop=settled)
     else:
         _say(progress, f"repair: {len(errors)} error(s) at initialization ({', '.join(sorted({f.kind for f in errors}))}); "
@@ -701,8 +721,7 @@ def repair(
     findings += [f for f in _while_training(reference.run.findings) if f.get("kind") not in {g["kind"] for g in findings}]
     findings.sort(key=lambda f: f.get("severity") != "error")  # errors first, each source's order kept
     search.errors += [{"kind": f["kind"], "layers": list(f.get("layers") or [])} for f in search.errors_in(reference.run)]
-    probe_trains = search.trains(reference) or (criterion.trains(reference.records) and not errors)
-    racing = reference if (errors or probe_trains or reference.run.status == "running") and not search.failed(reference) else None
+    racing = None if search.failed(reference) else reference  # the score to beat, if it trains
     ladders, skipped = plan(original, x, findings, settings, fallbacks=True, training_first=not before.findings, report=before)
     search.skipped += skipped
     queue = [_Rungs(ladder, i) for i, ladder in enumerate(ladders)]
@@ -710,7 +729,7 @@ def repair(
         f" (+{len(lad.rungs) - 1})" if len(lad.rungs) > 1 else "") for i, lad in enumerate(ladders)))  # fmt: skip
 
     winner = None
-    with _one_thread():
+    with single_thread():
         first = True
         while winner is None:
             wave = (search.every_rung(queue) if first else []) if all else search.pick(queue, WAVE)
@@ -755,17 +774,6 @@ def _while_training(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     training-time kinds at any step. At step 0 the network's structure is what the monitor sees,
     on one mini-batch, which the doctor judged at initialization on 256 samples."""
     return [f for f in findings if (f.get("step") or 0) > 0 or f.get("kind") in TRAINING_FAILURES | DURING_TRAINING]
-
-
-class _one_thread:  # noqa: N801 - a context manager used like a function
-    """One torch thread while runs train here (the numbers a worker process would give)."""
-
-    def __enter__(self) -> None:
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.before)
 
 
 def _finish(result: RepairResult, start: float, out: str | os.PathLike[str] | None, search: _Search) -> RepairResult:
