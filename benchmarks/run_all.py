@@ -64,6 +64,7 @@ SCRIPTS = [
     # the earlier benchmarks
     Script("doctor_latency", quick=["--repeats", "1"], modules=("transformers",)),
     Script("monitor_overhead", quick=["--slices", "1"]),
+    Script("monitor_training", quick=["--quick", "--slices", "1"], modules=("transformers", "sklearn")),
     Script("fold_batchnorm"),
     Script("theory_finite_depth", quick=["--seeds", "1"]),
     Script("theory_phase", modules=("mnist1d", "matplotlib")),

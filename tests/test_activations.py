@@ -68,13 +68,14 @@ def test_hyperparameters_are_settable_and_read_back():
 
 def test_metadata_flags():
     assert activations.get("selu").self_normalizing
-    assert {n for n in activations.names() if activations.get(n).saturating} == {"sigmoid", "tanh", "softmax", "softsign"}
+    assert {n for n in activations.names() if activations.get(n).saturating} == {
+        "sigmoid", "tanh", "softmax", "softsign", "relu6", "hardtanh", "hardsigmoid"}  # fmt: skip
     assert activations.get("relu").can_die and not activations.get("leaky_relu").can_die
 
 
 @pytest.mark.parametrize(
     "call, message",
-    [(lambda: activations.get("relu6"), "unknown activation 'relu6'; valid names: identity, sigmoid"),
+    [(lambda: activations.get("relu7"), "unknown activation 'relu7'; valid names: identity, sigmoid"),
      (lambda: activations.get(nn.Hardswish()), "unknown activation 'Hardswish'"),
      (lambda: activations.get("leaky_relu").module(alpha=0.2), "leaky_relu takes no hyperparameter alpha; valid: negative_slope"),
      (lambda: recommended_init("sine"), "unknown activation 'sine'")],

@@ -379,3 +379,27 @@ def test_repeated_diagnoses_and_monitored_steps_leave_no_capture_behind():
     del monitor, out  # what the user holds
     gc.collect()
     assert [o for o in gc.get_objects() if type(o) is Capture] == []  # type(): isinstance reads __class__, which warns on some torch objects
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "vit", "convnext", "encoder_post_ln", "resnet"])
+def test_monitor_judges_gradient_flow_along_the_residual_stream(name):
+    """As diagnose does: a key projection is not compared with the classifier head, so a healthy
+    transformer is silent from its first recorded step."""
+    make, batch = HEALTHY[name]
+    model, inputs = make(), Batch.of(batch())
+    with Monitor(model, every=1) as monitor:
+        for _ in range(2):
+            output = inputs(model)
+            loss = output.loss if inputs.labels_inside else F.cross_entropy(output, inputs.targets)
+            loss.backward()
+            monitor.step(loss)
+            model.zero_grad()
+    assert not monitor.findings, [f.message for f in monitor.findings]
+
+
+def test_monitor_finds_a_residual_stream_that_explodes_as_diagnose_does():
+    model, x, y = ResidualMLP(norm=False), torch.randn(64, 20), torch.randint(0, 3, (64,))
+    with Monitor(model, every=1) as monitor:
+        F.cross_entropy(model(x), y).backward()
+        (finding,) = monitor.step()
+    assert finding.kind == "exploding_gradients" and "residual stream" in finding.message and finding.layers[0] == "blocks.0"

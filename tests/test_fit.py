@@ -31,6 +31,15 @@ def test_learns_digits_with_validation(digits):
     assert set(history.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
 
 
+def test_numpy_arrays_train_exactly_as_tensors(digits):
+    x, y = digits.train.x[:256], digits.train.y[:256]
+    runs = []
+    for data in ((x, y), (x.numpy().astype("float64"), y.numpy().astype("int32"))):  # as Keras users hold them
+        torch.manual_seed(0)
+        runs.append(fit(mlp(64, 10, depth=2, width=32), data, epochs=2, progress=False, seed=0).metric("loss"))
+    assert runs[0] == pytest.approx(runs[1], rel=1e-6)
+
+
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "nadam"])
 def test_optimizers_by_name(name, digits):
     model = mlp(64, 10, depth=2, width=32)

@@ -5,6 +5,7 @@ own ``fit`` and ``save``."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -67,6 +68,8 @@ def torch_twin(model) -> nn.Sequential:
                 out.append(TORCH_ACTIVATIONS[fused]())
         elif kind == "LeakyReLU":
             out.append(nn.LeakyReLU(layer.negative_slope))
+        elif kind == "ReLU":  # ReLU(max_value=6) is torch's ReLU6
+            out.append(nn.ReLU() if layer.max_value is None else nn.Hardtanh(0.0, float(layer.max_value)))
         elif kind == "PReLU":
             alpha = layer.alpha.value.detach()
             prelu = nn.PReLU(alpha.numel())
@@ -145,6 +148,10 @@ TEXTBOOK = {
         m for _ in range(8) for m in (layers.Dense(64, kernel_initializer="he_normal"), layers.PReLU())
     ] + [layers.Dense(3)]),
     "selu": lambda: stack("selu", "lecun_normal"),
+    # MobileNet's ReLU6: Dense(..., kernel_initializer='he_normal'), ReLU(max_value=6)
+    "relu6": lambda: keras.Sequential([keras.Input((20,))] + [
+        m for _ in range(12) for m in (layers.Dense(48, kernel_initializer="he_normal"), layers.ReLU(max_value=6.0))
+    ] + [layers.Dense(3)]),
 }  # fmt: skip
 
 
@@ -165,6 +172,10 @@ SICK = {
                                  {"vanishing_gradients", "init_mismatch", "beyond_depth_scale"}),
     "tanh N(0, 1), separate layers": (lambda: stack("tanh", keras.initializers.RandomNormal(0.0, 1.0), fused=False),
                                       {"saturated_units", "init_mismatch"}),
+    "relu6 at its cap": (lambda: keras.Sequential([keras.Input((20,))] + [
+        m for _ in range(8) for m in (layers.Dense(64, kernel_initializer="he_normal", bias_initializer=keras.initializers.Constant(8.0)),
+                                      layers.ReLU(max_value=6.0))
+    ] + [layers.Dense(3)]), {"saturated_units"}),
 }  # fmt: skip
 
 
@@ -294,6 +305,7 @@ def test_diagnose_leaves_no_trace_and_respects_train_eval(tmp_path):
     assert dense.activation is keras.activations.relu and not dense._forward_hooks and not dense._forward_pre_hooks
     model.eval()  # Keras' own fit leaves the model in eval mode: inference (no dropout, moving statistics)
     with torch.no_grad():
+        model(x, training=True)  # as fit does, move the moving statistics off their initial 0 and 1
         inference = float(nn.functional.cross_entropy(model(x), y))
     assert diagnose(model, x, y).loss == pytest.approx(inference, rel=1e-5)
     assert train.loss != pytest.approx(diagnose(model, x, y).loss)
@@ -306,6 +318,49 @@ def test_unbuilt_model_builds_on_the_batch_or_says_how():
     with pytest.raises(ValueError, match=r"not built yet.*keras.Input"):
         initialize(model)
     assert diagnose(model, torch.randn(32, 8)).layers[0].name == model.layers[0].name
+
+
+def test_numpy_arrays_as_keras_fit_takes_them():
+    """x and y as NumPy arrays (float64 features, integer labels): the report of the same batch as
+    tensors; an unbuilt model builds on them; several inputs as a list of arrays."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(128, 20)), rng.integers(0, 3, 128)
+    model = stack("sigmoid", keras.initializers.RandomNormal(0.0, 1.0), depth=6, width=32)
+    ours, reference = diagnose(model, x, y), diagnose(model, torch.tensor(x, dtype=torch.float32), torch.tensor(y))
+    assert verdicts(ours) == verdicts(reference) and "saturated_units" in {f.kind for f in ours.findings}
+    assert ours.loss == pytest.approx(reference.loss, rel=1e-6)
+    unbuilt = keras.Sequential([layers.Dense(16, activation="relu"), layers.Dense(3)])
+    assert initialize(unbuilt, data=x).entries[0].fan_in == 20
+    a, b = keras.Input((6,)), keras.Input((4,))
+    joined = layers.Concatenate()([layers.Dense(8, activation="relu")(a), layers.Dense(8, activation="relu")(b)])
+    two = keras.Model([a, b], layers.Dense(3)(joined))
+    xa, xb = rng.normal(size=(64, 6)), rng.normal(size=(64, 4))
+    listed = diagnose(two, [xa, xb], y[:64])
+    assert listed.loss == pytest.approx(diagnose(two, (torch.tensor(xa).float(), torch.tensor(xb).float()), torch.tensor(y[:64])).loss)
+    with torch.no_grad():
+        assert listed.loss == pytest.approx(float(nn.functional.cross_entropy(two([xa, xb]), torch.tensor(y[:64]))), rel=1e-5)
+
+
+def test_eval_mode_batch_norms_that_never_saw_a_batch_use_the_batchs_statistics():
+    """A Keras CNN in eval mode whose BatchNormalization moving statistics are still 0 and 1: the
+    doctor judges what a training step runs (the same verdict and loss as in training mode) and
+    says so; once the statistics have moved, eval mode is judged as it is."""
+    model = keras.Sequential([keras.Input((12, 12, 3))] + [
+        m for _ in range(6) for m in (layers.Conv2D(16, 3, padding="same", use_bias=False), layers.BatchNormalization(), layers.ReLU())
+    ] + [layers.GlobalAveragePooling2D(), layers.Dense(4)])  # fmt: skip
+    x, y = torch.randn(16, 12, 12, 3), torch.randint(0, 4, (16,))
+    training = diagnose(model, x, y)
+    model.eval()
+    report = diagnose(model, x, y)
+    assert verdicts(report) == verdicts(training) and report.loss == pytest.approx(training.loss, rel=1e-5)
+    assert len(report.notes) == 1 and "batch_normalization" in report.notes[0]
+    assert all(float(v.value.abs().sum()) in (0.0, 16.0) for v in model.non_trainable_variables if "moving" in v.path)
+    with torch.no_grad():
+        for _ in range(3):
+            model(x, training=True)  # the moving statistics move
+    report = diagnose(model, x, y)
+    with torch.no_grad():
+        assert report.notes == [] and report.loss == pytest.approx(float(nn.functional.cross_entropy(model(x, training=False), y)), rel=1e-5)
 
 
 # -- initialize --------------------------------------------------------------------------------
@@ -384,13 +439,34 @@ def test_monitor_callback_in_keras_fit():
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     callback = KerasCallback(every=4, verbose=False)
     x, y = (t.numpy() for t in data(256))
-    model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[callback])
+    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[callback])
     rows = callback.monitor.rows
     assert sorted({step for step, *_ in rows}) == [0, 4, 8, 12]
     dense = [layer.name for layer in model.layers]
     assert {layer for _, layer, *_ in rows} == set(dense) | {"(model)"}  # and the model's own rows: loss, output
     assert {layer for _, layer, stat, _ in rows if stat == "dead_fraction"} == set(dense[:-1])  # fused relu, pre-activation
     assert all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in model.layers)
+    # History holds each epoch's last figures (steps 4 and 12: 8 steps an epoch) and no finding
+    last = [r for r in rows if r[0] == 12 and r[2] == "weight_grad_norm"]
+    assert history.history["trainability/grad_norm"][1] == pytest.approx(math.sqrt(sum(r[3] ** 2 for r in last)))
+    assert history.history["trainability/findings"] == [0.0, 0.0] and not callback.monitor.findings
+    assert callback.monitor.optimizer.lr() == pytest.approx(0.05)  # the Keras optimizer: its rate is read
+
+
+def test_monitor_callback_in_keras_fit_reports_a_finding_once(capsys):
+    """N(0, 1) weights in a ReLU stack: the gradient explodes going down (the doctor's verdict at
+    step 0, by plain autograd in test_sick_models_get_the_findings_of_their_pytorch_twins)."""
+    model = stack("relu", keras.initializers.RandomNormal(0.0, 1.0), depth=6, width=32)
+    model.compile(optimizer=keras.optimizers.SGD(1e-4), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    seen: list[dict] = []
+    after = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(dict(logs)))
+    x, y = (t.numpy() for t in data(256))
+    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[KerasCallback(every=4), after])
+    out = capsys.readouterr().out
+    assert out.count("[trainability] exploding_gradients (warning): step 0: ") == 1 and out.count("[trainability]") == 1
+    assert history.history["trainability/findings"] == [1.0, 0.0]
+    assert seen[0]["trainability/finding/exploding_gradients"] == 1.0  # a callback after this one gets the step's numbers
+    assert [i for i, logs in enumerate(seen) if "trainability/grad_norm" in logs] == [0, 4, 8, 12]
 
 
 def test_monitor_watches_keras_layers_by_name():
@@ -631,16 +707,279 @@ def test_a_bidirectional_lstm_is_judged_as_one_layer_like_its_pytorch_twin():
     assert {f.kind for f in ours.findings} == {f.kind for f in twin.findings}
 
 
+# -- transformers: MultiHeadAttention, the residual stream across Add layers ------------------------
+TOKENS, STEPS = 120, 12
+
+
+def keras_encoder(blocks=2, d=32, heads=4, ffn=64, *, pre_norm=False, kernel="glorot_uniform", embeddings="uniform"):
+    """The textbook's encoder written inline: each block adds an attention branch and a
+    feed-forward branch back with Add, post-norm (LayerNormalization after each Add) or pre-norm
+    (before each branch, and once at the end); mean pooling and a classifier."""
+    ids = keras.Input((STEPS,), dtype="int32")
+    x = layers.Embedding(TOKENS, d, embeddings_initializer=embeddings)(ids)
+    for _ in range(blocks):
+        for branch in ("attention", "feed-forward"):
+            h = layers.LayerNormalization()(x) if pre_norm else x
+            if branch == "attention":
+                h = layers.MultiHeadAttention(heads, d // heads, kernel_initializer=kernel)(h, h)
+            else:
+                h = layers.Dense(d, kernel_initializer=kernel)(layers.Dense(ffn, activation="relu", kernel_initializer=kernel)(h))
+            x = layers.Add()([h, x])
+            if not pre_norm:
+                x = layers.LayerNormalization()(x)
+    if pre_norm:
+        x = layers.LayerNormalization()(x)
+    return keras.Model(ids, layers.Dense(3)(layers.GlobalAveragePooling1D()(x)))
+
+
+class _TorchEncoder(nn.Module):
+    def __init__(self, blocks, d, heads, ffn, pre_norm):
+        super().__init__()
+        self.embed = nn.Embedding(TOKENS, d)
+        self.layers = nn.ModuleList(nn.TransformerEncoderLayer(d, heads, ffn, dropout=0.0, batch_first=True, norm_first=pre_norm,
+                                                               layer_norm_eps=1e-3) for _ in range(blocks))  # fmt: skip
+        self.norm = nn.LayerNorm(d, eps=1e-3) if pre_norm else nn.Identity()
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(self.norm(x).mean(1))
+
+
+def torch_encoder_twin(model, blocks, d, heads, ffn, pre_norm=False) -> _TorchEncoder:
+    """``nn.TransformerEncoderLayer`` s with the Keras encoder's weights: q, k and v kernels
+    ``(d, heads, head_dim)`` packed into ``in_proj_weight``, the output kernel ``(heads, head_dim, d)``
+    into ``out_proj``, Dense kernels transposed."""
+    twin = _TorchEncoder(blocks, d, heads, ffn, pre_norm)
+    of = lambda kind: [layer for layer in model.layers if type(layer).__name__ == kind]  # noqa: E731
+    value = lambda v: v.value.detach()  # noqa: E731
+    norms, denses, attention = of("LayerNormalization"), of("Dense"), of("MultiHeadAttention")
+    with torch.no_grad():
+        twin.embed.weight.copy_(value(of("Embedding")[0].embeddings))
+        for i, layer in enumerate(twin.layers):
+            mha = attention[i]
+            projections = (mha._query_dense, mha._key_dense, mha._value_dense)
+            layer.self_attn.in_proj_weight.copy_(torch.cat([value(p.kernel).reshape(d, -1).T for p in projections]))
+            layer.self_attn.in_proj_bias.copy_(torch.cat([value(p.bias).reshape(-1) for p in projections]))
+            layer.self_attn.out_proj.weight.copy_(value(mha._output_dense.kernel).reshape(-1, d).T)
+            layer.self_attn.out_proj.bias.copy_(value(mha._output_dense.bias))
+            for linear, dense in ((layer.linear1, denses[2 * i]), (layer.linear2, denses[2 * i + 1])):
+                linear.weight.copy_(value(dense.kernel).T)
+                linear.bias.copy_(value(dense.bias))
+            for norm, keras_norm in ((layer.norm1, norms[2 * i]), (layer.norm2, norms[2 * i + 1])):
+                norm.weight.copy_(value(keras_norm.gamma))
+                norm.bias.copy_(value(keras_norm.beta))
+        if pre_norm:
+            twin.norm.weight.copy_(value(norms[-1].gamma))
+            twin.norm.bias.copy_(value(norms[-1].beta))
+        twin.head.weight.copy_(value(denses[-1].kernel).T)
+        twin.head.bias.copy_(value(denses[-1].bias))
+    return twin
+
+
+def one_hot_rows(twin, ids) -> float:
+    """The label, by a plain forward of the twin: the fraction of the first attention layer's rows
+    (per sample, head and query) whose largest probability is over 0.99 (near one-hot)."""
+    layer = twin.layers[0]
+    with torch.no_grad():
+        x = twin.embed(ids)
+        h = layer.norm1(x) if layer.norm_first else x
+        _, probabilities = layer.self_attn(h, h, h, need_weights=True, average_attn_weights=False)
+    return float((probabilities.amax(-1) > 0.99).float().mean())
+
+
+ENCODERS = {  # name: (blocks, d, heads, ffn, pre_norm, Keras initializers, saturated)
+    "post-norm, 2 x 32, Keras' defaults": (2, 32, 4, 64, False, {}, False),
+    # (with Keras' uniform(+-0.05) embeddings a pre-norm stream grows 60x over 3 blocks and both
+    # twins get exploding_gradients at the first block, 165x: the stream, not attention)
+    "pre-norm, 3 x 48, N(0, 1) embeddings": (3, 48, 6, 96, True, {"embeddings": keras.initializers.RandomNormal(0.0, 1.0)}, False),
+    "post-norm, 4 x 16, N(0, 0.02) as BERT": (4, 16, 2, 32, False, {"kernel": keras.initializers.RandomNormal(0.0, 0.02),
+                                                                     "embeddings": keras.initializers.RandomNormal(0.0, 0.02)}, False),
+    "post-norm, 2 x 32, N(0, 1) attention and embeddings": (2, 32, 4, 64, False, {"kernel": keras.initializers.RandomNormal(0.0, 1.0),
+                                                                                   "embeddings": keras.initializers.RandomNormal(0.0, 1.0)}, True),
+    "pre-norm, 2 x 48, N(0, 1) attention and embeddings": (2, 48, 6, 96, True, {"kernel": keras.initializers.RandomNormal(0.0, 1.0),
+                                                                                 "embeddings": keras.initializers.RandomNormal(0.0, 1.0)}, True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_a_keras_encoder_gets_the_verdicts_of_its_pytorch_twin(name):
+    blocks, d, heads, ffn, pre_norm, inits, saturated = ENCODERS[name]
+    model = keras_encoder(blocks, d, heads, ffn, pre_norm=pre_norm, **inits)
+    twin = torch_encoder_twin(model, blocks, d, heads, ffn, pre_norm)
+    g = torch.Generator().manual_seed(4)
+    ids, y = torch.randint(0, TOKENS, (16, STEPS), generator=g), torch.randint(0, 3, (16,), generator=g)
+    ours, theirs = diagnose(model, ids, y), diagnose(twin, ids, y)
+    assert ours.loss == pytest.approx(theirs.loss, rel=1e-4)  # the same network
+    assert verdicts(ours) == verdicts(theirs), (ours.verdict(), theirs.verdict())
+    mha = next(layer for layer in model.layers if type(layer).__name__ == "MultiHeadAttention")
+    roles = [(w.role, w.fans) for w in adapters.module_weights(mha.name, mha)]
+    assert ours.unread == [] and roles == [("attention_q", (d, d)), ("attention_k", (d, d)), ("attention_v", (d, d)), ("attention_out", (d, d))]
+    adds = [layer.name for layer in model.layers if type(layer).__name__ == "Add"]
+    assert [b.name for b in ours.blocks] == [*adds, f"{adds[-1]}:output"]  # the stream entering each Add's block, and leaving
+    label = one_hot_rows(twin, ids)
+    assert (label > 0.5) == saturated and (label < 0.05) != saturated  # most rows one-hot, or almost none
+    if saturated:
+        (ours_found,), (theirs_found,) = ours.by_kind("saturated_units"), theirs.by_kind("saturated_units")
+        assert ours_found.severity == "error" and ours_found.message.split("about ")[1][:6] == theirs_found.message.split("about ")[1][:6]
+    else:
+        assert ours.healthy, ours.verdict()
+
+
+def test_initialize_gives_a_keras_encoder_the_transformer_scheme():
+    model = keras_encoder(kernel=keras.initializers.RandomNormal(0.0, 1.0), embeddings=keras.initializers.RandomNormal(0.0, 1.0))
+    ids, y = torch.randint(0, TOKENS, (16, STEPS)), torch.randint(0, 3, (16,))
+    assert diagnose(model, ids, y).by_kind("saturated_units")
+    plan = initialize(model)
+    attention = [e for e in plan if e.type == "MultiHeadAttention"]
+    assert len(attention) == 8 and {(e.scheme, e.initializer) for e in attention} == {("transformer", "random_normal(0.02)")}
+    assert {e.fan_in for e in attention} == {32}  # (d, heads, head_dim) read as d -> heads x head_dim
+    mha = next(layer for layer in model.layers if type(layer).__name__ == "MultiHeadAttention")
+    query = mha._query_dense.kernel.value  # Keras' own variable, written in place
+    assert float(query.detach().std()) == pytest.approx(0.02, rel=0.15)
+    assert diagnose(model, ids, y).healthy
+
+
+class _TransformerBlock(keras.layers.Layer):
+    """Keras' own text-classification example: a block as a layer of its own, adding with ``+``."""
+
+    def __init__(self, d, heads, ffn, **kwargs):
+        super().__init__(**kwargs)
+        self.att = layers.MultiHeadAttention(num_heads=heads, key_dim=d)
+        self.ffn = keras.Sequential([layers.Dense(ffn, activation="relu"), layers.Dense(d)])
+        self.norm1, self.norm2 = layers.LayerNormalization(epsilon=1e-6), layers.LayerNormalization(epsilon=1e-6)
+
+    def call(self, x):
+        x = self.norm1(x + self.att(x, x))
+        return self.norm2(x + self.ffn(x))
+
+
+def test_transformer_blocks_written_as_keras_layers_are_read_as_torch_modules_are():
+    ids = keras.Input((STEPS,), dtype="int32")
+    x = layers.Embedding(TOKENS, 32, embeddings_initializer=keras.initializers.RandomNormal(0.0, 1.0))(ids)
+    for i in range(3):
+        x = _TransformerBlock(32, 2, 64, name=f"block_{i}")(x)
+    model = keras.Model(ids, layers.Dense(3)(layers.GlobalAveragePooling1D()(x)))
+    tokens, y = torch.randint(0, TOKENS, (16, STEPS)), torch.randint(0, 3, (16,))
+    report = diagnose(model, tokens, y)
+    assert [b.name for b in report.blocks] == ["block_0", "block_1", "block_2", "block_2:output"] and report.healthy, report.verdict()
+    for block in ("block_0", "block_1", "block_2"):
+        for v in model.get_layer(block).att.trainable_variables:
+            if "query" in v.path or "key" in v.path:
+                with torch.no_grad():
+                    v.value.normal_(0.0, 1.0)
+    (saturated,) = diagnose(model, tokens, y).by_kind("saturated_units")
+    assert saturated.severity == "error" and "block_0/multi_head_attention" in saturated.message
+    plan = initialize(model)
+    assert {e.scheme for e in plan if e.type == "MultiHeadAttention"} == {"transformer"}
+    assert diagnose(model, tokens, y).healthy
+
+
+# -- separable and channels-first convolutions ------------------------------------------------
+def conv_twin(model) -> nn.Sequential:
+    """A Keras convolution stack in PyTorch with the same weights: ``SeparableConv2D`` as a
+    depthwise ``Conv2d(groups=in)`` and a 1 x 1 ``Conv2d``; kernels ``(*kernel, in, out)`` as
+    ``(out, in, *kernel)``; the input channels first."""
+    out: list[nn.Module] = []
+    value = lambda v: v.value.detach()  # noqa: E731
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "SeparableConv2D":
+            depthwise, pointwise = value(layer.depthwise_kernel), value(layer.pointwise_kernel)
+            channels, multiplier = depthwise.shape[2], depthwise.shape[3]
+            a = nn.Conv2d(channels, channels * multiplier, depthwise.shape[0], padding="same", groups=channels, bias=False)
+            b = nn.Conv2d(channels * multiplier, pointwise.shape[-1], 1)
+            with torch.no_grad():
+                a.weight.copy_(depthwise.permute(2, 3, 0, 1).reshape(channels * multiplier, 1, *depthwise.shape[:2]))
+                b.weight.copy_(pointwise.permute(3, 2, 0, 1))
+                b.bias.copy_(value(layer.bias))
+            out += [a, b, nn.ReLU()]
+        elif kind == "Conv2D":
+            kernel = value(layer.kernel)
+            conv = nn.Conv2d(kernel.shape[2], kernel.shape[3], kernel.shape[0], padding="same")
+            with torch.no_grad():
+                conv.weight.copy_(kernel.permute(3, 2, 0, 1))
+                conv.bias.copy_(value(layer.bias))
+            out += [conv, nn.ReLU()]
+        elif kind == "GlobalAveragePooling2D":
+            out += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        elif kind == "Dense":
+            dense = nn.Linear(*layer.kernel.shape)
+            with torch.no_grad():
+                dense.weight.copy_(value(layer.kernel).T)
+                dense.bias.copy_(value(layer.bias))
+            out.append(dense)
+    return nn.Sequential(*out)
+
+
+@pytest.mark.parametrize("depth, width", [(6, 16), (12, 8)])
+def test_separable_convolutions_are_read_as_their_twins_and_initialized_per_kernel(depth, width):
+    """Keras' own glorot_uniform takes a depthwise kernel's (3, 3, in, 1) input channels for its
+    fan-in, 9 x in instead of 9: its stacks vanish, as their twins do; after initialize (the
+    depthwise kernel Glorot's, as it feeds the pointwise one; the pointwise one He's) both train."""
+    model = keras.Sequential([keras.Input((16, 16, 3))] + [
+        layers.SeparableConv2D(width, 3, padding="same", activation="relu") for _ in range(depth)
+    ] + [layers.GlobalAveragePooling2D(), layers.Dense(10)])  # fmt: skip
+    x, y = torch.randn(16, 16, 16, 3), torch.randint(0, 10, (16,))
+    first = model.layers[0]
+    assert [(w.name, w.fans) for w in adapters.module_weights(first.name, first)] == [
+        (f"{first.name}/depthwise_kernel", (9, 9)), (f"{first.name}/pointwise_kernel", (3, width))]  # fmt: skip
+    ours, theirs = diagnose(model, x, y), diagnose(conv_twin(model), x.permute(0, 3, 1, 2), y)
+    assert verdicts(ours) == verdicts(theirs) and {"vanishing_gradients", "init_mismatch"} <= {f.kind for f in ours.findings}
+    plan = initialize(model)
+    assert [e.initializer for e in plan.entries[:2]] == ["glorot_uniform", "he_normal"]
+    ours, theirs = diagnose(model, x, y), diagnose(conv_twin(model), x.permute(0, 3, 1, 2), y)
+    assert ours.healthy and theirs.healthy, (ours.verdict(), theirs.verdict())
+    assert ours.loss == pytest.approx(theirs.loss, rel=1e-4)
+
+
+@pytest.mark.parametrize("depth", [4, 8])
+def test_channels_first_convolutions_count_units_along_their_channels(depth):
+    """Half the channels of the second layer biased to -20 never fire: as in the twin, the dead
+    fraction is per channel (axis 1), not per column of the image (the last axis)."""
+    model = keras.Sequential([keras.Input((3, 12, 12))] + [
+        layers.Conv2D(16, 3, padding="same", activation="relu", data_format="channels_first", kernel_initializer="he_normal")
+        for _ in range(depth)
+    ] + [layers.GlobalAveragePooling2D(data_format="channels_first"), layers.Dense(4)])  # fmt: skip
+    bias = model.layers[1].bias.value
+    with torch.no_grad():
+        bias[:8] = -20.0
+    x, y = torch.randn(16, 3, 12, 12), torch.randint(0, 4, (16,))
+    ours, theirs = diagnose(model, x, y), diagnose(conv_twin(model), x, y)
+    dead = [s.dead_fraction for s in ours.layers if s.dead_fraction is not None]
+    assert dead == pytest.approx([s.dead_fraction for s in theirs.layers if s.dead_fraction is not None])
+    assert dead[1] == pytest.approx(0.5)
+    assert per_layer(ours)["gradient"] == pytest.approx(per_layer(theirs)["gradient"], rel=1e-4)
+    assert verdicts(ours) == verdicts(theirs)
+
+
+class _Bilinear(keras.layers.Layer):
+    """A layer applying its own weight as nothing the doctor knows: x^T W x per output."""
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(3, shape[-1], shape[-1]), name="kernel")
+
+    def call(self, x):
+        return keras.ops.einsum("bi,oij,bj->bo", x, self.w, x)
+
+
 def test_layers_whose_weights_are_not_read_are_named_in_the_report():
-    inputs = keras.Input((10, 16))
-    attended = layers.MultiHeadAttention(num_heads=2, key_dim=8, name="mha")(inputs, inputs)
-    model = keras.Model(inputs, layers.Dense(3, name="head")(layers.GlobalAveragePooling1D()(attended)))
-    report = diagnose(model, torch.randn(16, 10, 16), torch.randint(0, 3, (16,)))
-    assert report.unread == [f"mha/{n} (EinsumDense)" for n in ("query", "key", "value", "attention_output")]
-    assert "Not read: mha/query (EinsumDense)" in str(report)
-    # a Dense stack has none
+    inputs = keras.Input((16,))
+    model = keras.Model(inputs, _Bilinear(name="bilinear")(layers.Dense(16, activation="relu")(inputs)))
+    report = diagnose(model, torch.randn(16, 16), torch.randint(0, 3, (16,)))
+    assert report.unread == ["bilinear (Layer)"]  # named by its Keras class
+    assert "Not read: bilinear (Layer)" in str(report)
+    # a Dense stack has none, nor attention, einsum and separable layers
     dense = keras.Sequential([keras.Input((8,)), layers.Dense(8, activation="relu"), layers.PReLU(), layers.Dense(2)])
     assert keras_adapter.unread_weights(dense) == []
+    sequence = keras.Input((10, 16))
+    attended = layers.MultiHeadAttention(num_heads=2, key_dim=8, name="mha")(sequence, sequence)
+    mixed = layers.EinsumDense("btd,de->bte", output_shape=(None, 12), name="einsum")(attended)
+    images = layers.SeparableConv1D(4, 3, name="separable")(layers.Reshape((12, 10))(layers.Permute((2, 1))(mixed)))
+    model = keras.Model(sequence, layers.Dense(3)(layers.GlobalAveragePooling1D()(images)))
+    assert keras_adapter.unread_weights(model) == []
 
 
 def test_repair_refuses_a_keras_model_in_one_line():

@@ -38,8 +38,21 @@ def test_callback_records_and_finds_explosion():
     module = Classifier(blow_up_at=22)
     trainer.fit(module, loader)
     monitor = callback.monitor
+    assert monitor.optimizer.name == "SGD" and monitor.optimizer.lr() == 1e-4  # the Trainer's optimizer
     assert set(range(0, 40, 5)) <= set(monitor.records_steps())  # and every step for a while after the spike at 22
     assert {r[1] for r in monitor.rows} >= {"net.0", "net.1", "net.8"}
     exploding = [f for f in monitor.findings if f.kind == "exploding_gradients"]
     assert exploding and exploding[0].step == 25 and "net.0" in exploding[0].layers
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in module.modules())
+
+
+def test_the_optimizer_a_lightning_module_is_handed_is_read_as_the_one_inside():
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+
+    from trainability.adapters.wrappers import unwrap_optimizer
+    from trainability.monitor.optimizer import OptimizerView
+
+    adam = torch.optim.Adam(mlp(4, 2, depth=2, width=8).parameters(), lr=3e-4)
+    assert unwrap_optimizer(LightningOptimizer(adam)) is adam
+    view = OptimizerView(LightningOptimizer(adam))
+    assert view.optimizer is adam and view.kind == "adam" and view.lr() == 3e-4

@@ -8,6 +8,13 @@
 >>> round(get("leaky_relu").gain(negative_slope=0.2), 4)
 1.3868
 
+Capped activations (``nn.ReLU6``, ``nn.Hardtanh``, ``nn.Hardsigmoid``, Keras' ``ReLU(max_value=...)``)
+are flat beyond their cap: a unit there passes no gradient, exactly like a saturated tanh, so
+they are saturating; ``spec.cap(**hp)`` gives the pre-activation interval outside which the
+derivative is 0, and :meth:`ActivationSpec.saturated` counts the units there. Below its cap ReLU6
+is ReLU (He's initializer, gain sqrt(2) for any cap far above the unit scale), and Hardtanh with
+a cap on each side of 0 is the identity near 0, as tanh (Glorot's).
+
 Gains follow ``torch.nn.init.calculate_gain`` wherever it defines one (identity, sigmoid, tanh,
 relu, leaky_relu, selu; softmax is treated as linear). Elsewhere the rule is the second moment
 under a standard normal input, ``gain = 1 / sqrt(E[phi(z)^2])``, z ~ N(0, 1), computed by
@@ -54,12 +61,37 @@ def _leaky_gain(slope: float) -> float:
     return math.sqrt(2.0 / (1.0 + slope**2))
 
 
+class CappedReLU(nn.Hardtanh):
+    """ReLU capped at ``max_val``: ``min(max(0, x), max_val)``, ``nn.ReLU6`` for 6 (MobileNet's),
+    Keras' ``ReLU(max_value=...)`` for any cap.
+
+    >>> CappedReLU(6.0)(torch.tensor([-1.0, 3.0, 9.0]))
+    tensor([0., 3., 6.])
+    """
+
+    def __init__(self, max_val: float = 6.0, inplace: bool = False) -> None:
+        if not max_val > 0:
+            raise ValueError(f"a capped ReLU needs max_val > 0, got {max_val!r}")
+        super().__init__(0.0, max_val, inplace)
+
+
+def _is_capped_relu(obj: Any) -> bool:
+    """``nn.ReLU6`` (the class or an instance) or a Hardtanh whose lower cap is 0."""
+    if isinstance(obj, type):
+        return issubclass(obj, (nn.ReLU6, CappedReLU))
+    return isinstance(obj, nn.Hardtanh) and float(obj.min_val) == 0.0 and float(obj.max_val) > 0.0
+
+
 @dataclass(frozen=True)
 class ActivationSpec:
     """One activation: how to build it, how it propagates signal, and how to initialize for it.
 
     ``relative_derivative`` maps the activation's *output* to ``phi'(x) / max phi'`` for the
-    saturating functions; the doctor calls a unit saturated where this is under 1%.
+    smoothly saturating functions; the doctor calls a unit saturated where this is under 1%.
+    ``cap`` maps the hyperparameters to the pre-activation interval ``(lo, hi)`` outside which a
+    capped activation is flat (``None`` for a side without a cap; ReLU6's 0 is its ReLU side,
+    whose units the doctor counts as dead, not saturated). ``matches`` replaces the type test of
+    :func:`find` where the type alone does not decide (a ``Hardtanh`` capped at 0 is a ReLU6).
     """
 
     name: str
@@ -76,6 +108,8 @@ class ActivationSpec:
     relative_derivative: Callable[[torch.Tensor], torch.Tensor] | None = None
     torch_gain: Callable[[dict[str, Any]], float] | None = None
     description: str = ""
+    cap: Callable[[dict[str, Any]], tuple[float | None, float | None]] | None = None
+    matches: Callable[[Any], bool] | None = None
 
     def module(self, **hyperparameters: Any) -> nn.Module:
         """A fresh torch module, e.g. ``get("leaky_relu").module(negative_slope=0.2)``."""
@@ -106,6 +140,34 @@ class ActivationSpec:
         activation does not saturate."""
         return _saturation_bound(self.name, threshold) if self.relative_derivative is not None else None
 
+    def saturates(self) -> bool:
+        """Does the doctor count saturated units for this activation (a smooth saturation or a cap)?"""
+        return self.relative_derivative is not None or self.cap is not None
+
+    def saturated(self, x: torch.Tensor, *, pre_activation: bool = False, threshold: float = 0.01,
+                  **hyperparameters: Any) -> torch.Tensor | None:  # fmt: skip
+        """Where units of ``x`` (the activation's output, or with ``pre_activation`` its input) are
+        saturated: beyond a cap (the derivative is 0 there), or where ``relative_derivative`` is
+        under ``threshold``; ``None`` for an activation that does not saturate.
+
+        >>> get("relu6").saturated(torch.tensor([0.0, 3.0, 6.0])).tolist()
+        [False, False, True]
+        """
+        if self.cap is not None:
+            hp = {**self.defaults, **hyperparameters}
+            lo, hi = self.cap(hp) if pre_activation else _output_caps(self.name, tuple(sorted(hp.items())))
+            flat = torch.zeros_like(x, dtype=torch.bool)
+            if lo is not None:
+                flat |= x <= lo
+            if hi is not None:
+                flat |= x >= hi
+            return flat
+        if self.relative_derivative is None:
+            return None
+        if pre_activation:
+            return x.abs() > self.saturation_bound(threshold)  # type: ignore[operator]
+        return self.relative_derivative(x) < threshold
+
     def hyperparameters_of(self, module: nn.Module) -> dict[str, Any]:
         """Read this activation's hyperparameters off a module instance."""
         if isinstance(module, nn.PReLU):
@@ -126,6 +188,16 @@ def _saturation_bound(name: str, threshold: float) -> float:
             else:
                 lo = mid
     return hi
+
+
+@lru_cache(maxsize=32)
+def _output_caps(name: str, hyperparameters: tuple[tuple[str, Any], ...]) -> tuple[float | None, float | None]:
+    """A capped activation's output values at its caps (6 for ReLU6, 0 and 1 for Hardsigmoid)."""
+    spec = REGISTRY[name]
+    phi = spec.function(**dict(hyperparameters))
+    with torch.no_grad():
+        return tuple(None if b is None else float(phi(torch.tensor(b, dtype=torch.float64)))  # type: ignore[return-value]
+                     for b in spec.cap(dict(hyperparameters)))  # type: ignore[misc]  # fmt: skip
 
 
 def _spec(**kwargs: Any) -> ActivationSpec:
@@ -153,6 +225,17 @@ _SPECS = (
     _spec(name="relu", module_type=nn.ReLU, recommended_init="he_normal", can_die=True,
           gain_rule="torch", torch_gain=lambda hp: math.sqrt(2.0), functions=(F.relu, torch.relu, F.relu_, torch.relu_),
           methods=("relu", "relu_"), description="max(0, x); units can die"),
+    _spec(name="relu6", module_type=CappedReLU, recommended_init="he_normal", aliases=("capped_relu",),
+          defaults={"max_val": 6.0}, saturating=True, can_die=True, functions=(F.relu6,), matches=_is_capped_relu,
+          cap=lambda hp: (None, hp["max_val"]),
+          description="min(max(0, x), max_val): ReLU capped (6 by default; Keras ReLU(max_value=...)); flat at the cap"),
+    _spec(name="hardtanh", module_type=nn.Hardtanh, recommended_init="glorot_uniform", aliases=("hard_tanh",),
+          defaults={"min_val": -1.0, "max_val": 1.0}, saturating=True, functions=(F.hardtanh,),
+          cap=lambda hp: (hp["min_val"], hp["max_val"]),
+          description="x clipped to [min_val, max_val]: piecewise-linear tanh; flat beyond either cap"),
+    _spec(name="hardsigmoid", module_type=nn.Hardsigmoid, recommended_init="glorot_uniform", aliases=("hard_sigmoid",),
+          saturating=True, functions=(F.hardsigmoid,), cap=lambda hp: (-3.0, 3.0),
+          description="relu6(x + 3) / 6: piecewise-linear sigmoid; flat beyond +-3"),
     _spec(name="leaky_relu", module_type=nn.LeakyReLU, recommended_init="he_normal", defaults={"negative_slope": 0.01},
           gain_rule="torch", torch_gain=lambda hp: _leaky_gain(hp["negative_slope"]), functions=(F.leaky_relu,),
           description="slope `negative_slope` below 0 (0.01 typical, 0.2 often better)"),
@@ -201,7 +284,7 @@ def find(obj: Any) -> ActivationSpec | None:
     module_type = obj if isinstance(obj, type) else type(obj) if isinstance(obj, nn.Module) else None
     if module_type is not None:
         for spec in _SPECS:
-            if issubclass(module_type, spec.module_type):
+            if spec.matches(obj) if spec.matches is not None else issubclass(module_type, spec.module_type):
                 return spec
         return None
     for spec in _SPECS:

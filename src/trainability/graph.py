@@ -100,9 +100,14 @@ def block_groups(model: nn.Module | adapters.View) -> list[list[str]]:
     more, of a ``ModuleList``/``Sequential``, each holding parameters and children of its own
     (BertLayer, GPT2Block, ConvNeXt and ResNet layers, ``nn.TransformerEncoderLayer``, a user's
     ``Block``, a ``Sequential`` per block). Whether a group is residual is decided on the pass,
-    from the autograd graph (:class:`trainability.doctor.capture.Capture`)."""
+    from the autograd graph (:class:`trainability.doctor.capture.Capture`). A Keras model's
+    groups are its sibling layers of one class with layers of their own (a ``TransformerBlock``
+    layer used several times), by their Keras names."""
+    view = adapters.view(model)
+    if view.keras is not None:
+        return view.keras.block_groups(view.model)
     found = []
-    for name, module in adapters.view(model).model.named_modules():
+    for name, module in view.model.named_modules():
         if not isinstance(module, (nn.ModuleList, nn.Sequential)):
             continue
         kids = [(n, m) for n, m in module.named_children()
@@ -112,6 +117,15 @@ def block_groups(model: nn.Module | adapters.View) -> list[list[str]]:
             by_type.setdefault(type(m), []).append(f"{name}.{n}" if name else n)
         found += [names for names in by_type.values() if len(names) >= 2]
     return found
+
+
+def inside_blocks(names: Iterable[str], blocks: Iterable[str], stream: adapters.Stream | None = None) -> set[str]:
+    """The module names among ``names`` that sit inside a residual block: under a block module
+    (``block.``, or ``block/`` for a Keras layer), or a member of a block of a ``stream`` read off
+    the layer graph (a Keras layer's fused activation, ``<layer>/activation``, with its layer)."""
+    prefixes = tuple(p for b in blocks for p in (f"{b}.", f"{b}/"))
+    members = {m for ms in stream.members.values() for m in ms} if stream is not None else set()
+    return {n for n in names if n.startswith(prefixes) or n in members or n.rsplit("/", 1)[0] in members}
 
 
 @dataclass
@@ -450,13 +464,20 @@ def residual_blocks(model: nn.Module | adapters.View, example: Any = None) -> tu
     between two of its blocks, or through one of them, sums its input with a branch
     (:func:`is_residual`), found on one forward pass with autograd (in eval mode, on
     ``example`` or a batch shaped for the model). Without a pass (no example can be shaped), every
-    group counts as residual."""
+    group counts as residual. A residual stream read off the layer graph
+    (:func:`trainability.adapters.residual_stream`: a Keras functional model's ``Add`` s) needs no
+    pass: each block holds its branch's weight layers and normalizations."""
     view = adapters.view(model)
     model = view.model
+    stream = adapters.residual_stream(view)
+    if stream is not None:
+        layers = dict(view.named_modules())
+        return [Block(b, [(n, layers[n]) for n in stream.members[b] if is_weight_layer(layers[n]) or is_norm(layers[n])])
+                for b in stream.blocks], True  # fmt: skip
     groups = block_groups(view)
     if not groups:
         return [], True
-    modules = dict(model.named_modules())
+    modules = dict(view.named_modules())
     check = ResidualCheck()
     order: list[tuple[str, nn.Module]] = []
     handles = []
@@ -496,12 +517,12 @@ def residual_blocks(model: nn.Module | adapters.View, example: Any = None) -> tu
             h.remove()
     residual = {g for g in range(len(groups)) if not probed or check.residual(g)}
     names = [n for g in sorted(residual) for n in groups[g]]
-    inner = [n for n in names if not any(o.startswith(n + ".") for o in names)]
+    inner = [n for n in names if not inside_blocks(names, [n])]
     blocks = []
     for name in inner:
-        ran = [(n, m) for n, m in order if n.startswith(name + ".")]
+        ran = [(n, m) for n, m in order if inside_blocks([n], [name])]
         if not probed:
-            ran = [(n, m) for n, m in modules[name].named_modules(prefix=name) if is_weight_layer(m) or is_norm(m)]
+            ran = [(n, m) for n, m in modules.items() if inside_blocks([n], [name]) and (is_weight_layer(m) or is_norm(m))]
         blocks.append(Block(name, ran))
     return blocks, probed
 

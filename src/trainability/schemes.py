@@ -135,7 +135,8 @@ def choose(weight: adapters.Weight, link: Link | None, structure: Structure) -> 
         return Choice(inits.RandomNormal(0.0, 1.0), "random_normal(1)", "embedding")
     if weight.role.startswith("attention"):
         return Choice(inits.get("glorot_uniform"), "glorot_uniform", "textbook")  # type: ignore[arg-type]
-    name = recommended_init(link.activation if link is not None else None)
+    # a weight feeding another of its module (a separable conv's depthwise kernel) feeds no activation
+    name = recommended_init(link.activation if link is not None and not weight.inner else None)
     initializer = inits.get(name)
     if structure.family == "fixup" and module in structure.block_of:
         block = structure.block_of[module].name

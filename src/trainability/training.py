@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +38,7 @@ from torch.utils.data import (
 )
 
 from trainability import adapters
+from trainability.batches import as_tensor
 from trainability.doctor import diagnose
 from trainability.doctor.report import Finding
 from trainability.graph import evaluating
@@ -103,14 +105,15 @@ def _dataset(data: Any, what: str) -> Dataset | DataLoader:
         if empty:
             raise ValueError(f"{what} is empty")
         return data
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, (torch.Tensor, np.ndarray)) for t in data):
+        x, y = as_tensor(data[0], f"{what}'s inputs"), as_tensor(data[1], f"{what}'s targets")  # NumPy arrays too, as Keras' fit
         if len(x) == 0:
             raise ValueError(f"{what} is empty")
         if len(x) != len(y):
             raise ValueError(f"{what} has {len(x)} inputs but {len(y)} targets")
         return TensorDataset(x, y)
-    raise ValueError(f"{what} must be an (inputs, targets) tuple of tensors, a Dataset or a DataLoader, got {type(data).__name__}")
+    raise ValueError(f"{what} must be an (inputs, targets) tuple of tensors or NumPy arrays, a Dataset or a DataLoader, "
+                     f"got {type(data).__name__}")
 
 
 def _loader(data: Dataset | DataLoader, batch_size: int, shuffle: bool, generator: torch.Generator | None) -> DataLoader:

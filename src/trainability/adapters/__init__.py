@@ -38,7 +38,7 @@ from torch import nn
 
 from trainability.activations import ActivationSpec
 from trainability.adapters import pytorch
-from trainability.adapters.base import GATES, Attention, Role, Weight, join
+from trainability.adapters.base import GATES, Attention, Role, Stream, Weight, join
 from trainability.adapters.pytorch import (
     ADAPTERS,
     CONV_TYPES,
@@ -115,6 +115,9 @@ class View:
     def call_options(self) -> dict[str, Any]:
         return self.adapter.call_options(self.model)
 
+    def call_args(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return self.adapter.call_args(self.model, args)
+
 
 def view(model: Any) -> View:
     """The :class:`View` of a model: wrappers taken off, its framework decided (a view is
@@ -188,6 +191,13 @@ def call_options(model: nn.Module | View) -> dict[str, Any]:
     return adapter.call_options(m)
 
 
+def call_args(model: nn.Module | View, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A batch's positional inputs as the model takes them: one argument each for a torch model,
+    one list for a Keras model with several inputs."""
+    adapter, m = _model(model)
+    return adapter.call_args(m, args)
+
+
 @contextlib.contextmanager
 def preserved_state(model: nn.Module | View) -> Iterator[None]:
     """Restore, on exit, what a training-mode pass changes in a Keras model besides the weights:
@@ -201,6 +211,32 @@ def preserved_state(model: nn.Module | View) -> Iterator[None]:
         with torch.no_grad():
             for t, value in saved:
                 t.copy_(value)
+
+
+def residual_stream(model: nn.Module | View) -> Stream | None:
+    """The residual stream read off a model's own layer graph (a Keras functional model whose
+    blocks are written inline, joined by ``Add``), or ``None`` (a torch model's blocks are modules,
+    found on a pass by :func:`trainability.graph.block_groups`)."""
+    adapter, m = _model(model)
+    return adapter.residual_stream(m)
+
+
+def untouched_statistics(model: nn.Module | View) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` for every normalization that a pass in the model's current mode would run
+    on running statistics no batch has updated yet (eval mode, BatchNorm still at mean 0 and
+    variance 1): that pass is not the network anyone trains or deploys."""
+    adapter, m = _model(model)
+    return adapter.untouched_statistics(m)
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module | View, layers: list[tuple[str, nn.Module]]) -> Iterator[None]:
+    """Run these normalizations (from :func:`untouched_statistics`) on the batch's own statistics
+    for the duration, as a training step does; what that updates is restored by the doctor's
+    ``preserved`` and :func:`preserved_state`."""
+    adapter, m = _model(model)
+    with adapter.batch_statistics(m, layers):
+        yield
 
 
 def build(model: nn.Module | View, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -258,6 +294,18 @@ def is_weight_module(module: nn.Module) -> bool:
 def is_norm(module: nn.Module) -> bool:
     """A normalization layer: torch's, another library's (``LlamaRMSNorm``), or Keras'."""
     return adapter_of(module).is_norm(module)
+
+
+def channel_axis(module: nn.Module) -> int:
+    """Where a weight module's output keeps its units: 1 for a torch convolution or a Keras one
+    with ``channels_first``, else -1 (dense layers, Keras' ``channels_last`` convolutions)."""
+    return adapter_of(module).channel_axis(module)
+
+
+def output_units(module: nn.Module) -> int | None:
+    """How many units a weight module's output has, read off the module (``None`` where it does
+    not say): the layout of per-unit statistics every rank agrees on before any pass."""
+    return adapter_of(module).output_units(module)
 
 
 def is_transparent(module: nn.Module) -> bool:
@@ -318,10 +366,10 @@ def is_ordinary_dropout(module: nn.Module) -> bool:
 
 __all__ = [
     "ADAPTERS", "CONV_TYPES", "FOREIGN_ACTIVATIONS", "GATES", "NORM_TYPES", "PACKED_QKV", "QK_PAIRS",
-    "RECURRENT_TYPES", "TRANSPARENT_TYPES", "Attention", "Role", "View", "Weight", "activation", "adapter_of",
-    "attention_layers", "biases", "bidirectional_halves", "build", "call_options", "check_model",
+    "RECURRENT_TYPES", "TRANSPARENT_TYPES", "Attention", "Role", "Stream", "View", "Weight", "activation", "adapter_of",
+    "attention_layers", "batch_statistics", "biases", "bidirectional_halves", "build", "call_args", "call_options", "channel_axis", "check_model",
     "example_batch", "foreign_activation", "foreign_hyperparameters", "forget_gate_bias", "hooked_modules",
     "internal_activations", "is_norm", "is_ordinary_dropout", "is_transparent", "is_weight_module", "join",
-    "keras_initializer", "keras_of", "module_weights", "named_modules", "norm_affine", "preserved_state",
-    "reads_backwards", "time_dim", "unread_weights", "view", "weight_modules", "weights",
+    "keras_initializer", "keras_of", "module_weights", "named_modules", "norm_affine", "output_units", "preserved_state",
+    "reads_backwards", "residual_stream", "time_dim", "unread_weights", "untouched_statistics", "view", "weight_modules", "weights",
 ]  # fmt: skip

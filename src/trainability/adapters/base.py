@@ -41,6 +41,7 @@ class Weight:
     rows: tuple[int, int] | None = None
     gates: int = 1
     transposed: bool = False  # stored (in, out) and applied as x @ W
+    inner: bool = False  # feeds another weight of its module, not the activation (a separable conv's depthwise kernel)
 
     @property
     def tensor(self) -> torch.Tensor:
@@ -110,3 +111,20 @@ class Attention:
 
 
 __all__ = ["GATES", "Attention", "Role", "Weight", "join"]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A residual stream read off a model's own layer graph (a Keras functional model, whose
+    blocks are runs of layers joined by ``Add``, not modules of their own).
+
+    ``blocks`` name each residual block by the layer that adds its branch back; ``enters[i]`` is
+    the module whose output is the stream entering block ``i`` (the branch's input and the
+    skip); ``leaves`` the module whose output leaves the last block; ``members[block]`` the
+    modules inside each block (its branch, the addition and a normalization after it), in graph
+    order."""
+
+    blocks: tuple[str, ...]
+    enters: tuple[str, ...]
+    leaves: str
+    members: dict[str, tuple[str, ...]]

@@ -15,7 +15,19 @@ Keras layer                      weights (fans as trainability's initializers us
 ``Embedding``                    ``embeddings`` ``(num, dim)``: a lookup, fan_in 1
 ``LSTM``/``GRU``/``SimpleRNN``   the cell's ``kernel`` ``(in, gates*units)`` and
                                  ``recurrent_kernel`` ``(units, gates*units)``; fans per gate
+``SeparableConv1D/2D``           ``depthwise_kernel`` ``(*kernel, in, multiplier)`` feeding
+                                 ``pointwise_kernel`` ``(1.., in*multiplier, out)``
+``EinsumDense``                  ``kernel``: fan-in the axes the equation contracts, fan-out
+                                 the axes the output keeps
+``MultiHeadAttention``           one leaf, as ``nn.MultiheadAttention``: its ``query``, ``key``,
+                                 ``value`` ``(dim, heads, head_dim)`` and ``attention_output``
+                                 ``(heads, head_dim, dim)`` ``EinsumDense`` kernels
 ===============================  ==========================================================
+
+A functional model whose residual blocks are written inline (``Add()([x, branch(x)])``) has its
+residual stream read off the layer graph (:func:`residual_stream`); blocks that are layers of
+their own are found on a pass (:func:`block_groups`), as torch modules are. A convolution with
+``data_format="channels_first"`` keeps its units on axis 1 (:func:`channel_axis`).
 
 A recurrent layer is one leaf (its cell runs inside the layer's loop, where no hook sees it): its
 output is what the layer returns, and the gradient through time is read at its input (batch,
@@ -41,12 +53,13 @@ Keras is imported only for a Keras object (``import trainability`` never imports
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
 import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +68,7 @@ from torch import nn
 
 from trainability import activations
 from trainability.activations import ActivationSpec
-from trainability.adapters.base import Role, Weight
+from trainability.adapters.base import Attention, Role, Stream, Weight
 
 INSTALL = "Keras 3 is not installed: pip install 'trainability[keras]' (Keras 3 on the PyTorch backend)"
 BACKEND = (
@@ -174,7 +187,7 @@ def bidirectional_halves(model: Any) -> dict[str, tuple[str, str]]:
 
 
 def _children(layer: Any) -> list[Any]:
-    if is_recurrent(layer):  # its cell is read through it
+    if is_recurrent(layer) or _is(layer, ATTENTION):  # its cell, or its projections, are read through it
         return []
     found = layer.layers if hasattr(layer, "layers") else layer._flatten_layers(include_self=False, recursive=False)
     return [c for c in found if keras_class(c) != "InputLayer"]
@@ -221,7 +234,7 @@ def build(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     no autograd), as Keras does on its first call."""
     if is_keras(model) and not model.built:
         with torch.no_grad():
-            model(*args, **{"training": False, **kwargs})
+            model(*call_args(model, args), **{"training": False, **kwargs})
 
 
 # -- weights -----------------------------------------------------------------------------------
@@ -233,6 +246,8 @@ class KerasWeight(Weight):
 
     variable: Any = None
     bias_variable: Any = None  # where the layer's own ``bias`` is not this weight's (a recurrent cell's)
+    biased: bool = True  # False where no bias is added to this weight's outputs (a separable conv's depthwise kernel)
+    matrix: tuple[int, int] | None = None  # (fan_in, fan_out) an einsum kernel reshapes to, contracted axes first
 
     @property
     def parameter_tensor(self) -> nn.Parameter:
@@ -240,7 +255,7 @@ class KerasWeight(Weight):
 
     @property
     def bias(self) -> torch.Tensor | None:
-        if self.role == "recurrent_hidden":  # the cell's one bias belongs to its input kernel
+        if self.role == "recurrent_hidden" or not self.biased:  # the cell's one bias belongs to its input kernel
             return None
         b = self.bias_variable if self.role == "recurrent_input" else getattr(self.module, "bias", None)
         return b.value if b is not None and hasattr(b, "value") else None
@@ -251,6 +266,9 @@ class KerasWeight(Weight):
             n = t.shape[1] // self.gates
             for g in range(self.gates):
                 yield t[:, g * n : (g + 1) * n].T
+            return
+        if self.matrix is not None:  # an einsum kernel: (contracted axes..., output axes...)
+            yield t.reshape(self.matrix).T
             return
         yield t.reshape(-1, t.shape[-1]).T if self.role in ("dense", "conv") and t.dim() >= 2 else t
 
@@ -296,6 +314,76 @@ def _depthwise(name: str, layer: Any) -> list[Weight]:  # (*kernel, in, multipli
     return _weight(name, layer, "kernel", "conv", (r, shape[-1] * r))
 
 
+def _separable(name: str, layer: Any) -> list[Weight]:
+    """A depthwise kernel ``(*kernel, in, multiplier)`` then a pointwise one ``(1.., in*multiplier,
+    out)``, both applied inside the layer's call: the depthwise one feeds the pointwise one, never
+    the activation (``inner``), and takes no bias."""
+    depthwise, pointwise = _variable(layer, "depthwise_kernel"), _variable(layer, "pointwise_kernel")
+    if depthwise is None or pointwise is None:
+        return []
+    d, p = tuple(depthwise.shape), tuple(pointwise.shape)
+    r = _receptive(d)
+    return [
+        KerasWeight(f"{name}/depthwise_kernel", name, layer, "depthwise_kernel", "conv", (r, d[-1] * r), transposed=True,
+                    variable=depthwise, biased=False, inner=True),
+        KerasWeight(f"{name}/pointwise_kernel", name, layer, "pointwise_kernel", "conv", (p[-2] * _receptive(p), p[-1]),
+                    transposed=True, variable=pointwise),
+    ]  # fmt: skip
+
+
+def einsum_layout(equation: str, shape: tuple[int, ...]) -> tuple[tuple[int, int], bool]:
+    """``(fan_in, fan_out)`` of an einsum kernel, and whether its contracted axes come first (so it
+    reshapes to a ``(fan_in, fan_out)`` matrix as a view). The kernel's axes that the output keeps
+    are its units (fan-out); those summed over with the input are its fan-in.
+
+    >>> einsum_layout("abc,cde->abde", (32, 4, 8))  # MultiHeadAttention's query: (dim, heads, head_dim)
+    ((32, 32), True)
+    >>> einsum_layout("abcd,cde->abe", (4, 8, 32))  # its output projection
+    ((32, 32), True)
+    """
+    terms, output = equation.replace(" ", "").replace("...", "").split("->")
+    kernel = terms.split(",")[1]
+    if len(kernel) != len(shape):
+        raise ValueError(f"the einsum kernel {kernel!r} of {equation!r} does not match its shape {shape}")
+    kept = [axis in output for axis in kernel]
+    fan_in = fan_out = 1
+    for keep, size in zip(kept, shape, strict=True):
+        if keep:
+            fan_out *= size
+        else:
+            fan_in *= size
+    return (fan_in, fan_out), kept == sorted(kept)
+
+
+def _einsum(name: str, layer: Any, role: Role = "dense", module_name: str | None = None) -> list[Weight]:
+    """An ``EinsumDense`` kernel with its fans from the layer's equation."""
+    kernel = _variable(layer, "kernel")
+    if kernel is None or not isinstance(getattr(layer, "equation", None), str):
+        return []
+    fans, contracted_first = einsum_layout(layer.equation, tuple(kernel.shape))
+    return [KerasWeight(name, module_name or name, layer, "kernel", role, fans, transposed=True, variable=kernel,
+                        matrix=fans if contracted_first else None)]  # fmt: skip
+
+
+#: Attention layers read as one leaf each, as ``nn.MultiheadAttention``: their projections (sublayers),
+#: with the role each plays.
+ATTENTION = frozenset({"MultiHeadAttention", "GroupedQueryAttention"})
+_PROJECTIONS = (("_query_dense", "attention_q"), ("_key_dense", "attention_k"), ("_value_dense", "attention_v"),
+                ("_output_dense", "attention_out"))  # fmt: skip
+
+
+def _attention(name: str, layer: Any) -> list[Weight]:
+    """``MultiHeadAttention``: its query, key, value and output ``EinsumDense`` projections, named
+    ``<layer>/query`` ..., each with the fans of its equation (query ``(dim, heads * key_dim)``,
+    output ``(heads * value_dim, dim)``); applied inside the layer, which is one leaf."""
+    out: list[Weight] = []
+    for attribute, role in _PROJECTIONS:
+        sub = getattr(layer, attribute, None)
+        if sub is not None:
+            out += _einsum(f"{name}/{sub.name}", sub, role, module_name=name)  # type: ignore[arg-type]
+    return out
+
+
 def _embedding(name: str, layer: Any) -> list[Weight]:
     shape = tuple(_variable(layer, "embeddings").shape)
     return _weight(name, layer, "embeddings", "embedding", (1, shape[1]), transposed=False)
@@ -336,7 +424,8 @@ def forget_gate_bias(layer: Any, *, hidden: bool = False) -> list[torch.Tensor]:
 #: (Keras class in the layer's MRO, adapter), tried in order.
 ADAPTERS: list[tuple[str, Callable[[str, Any], list[Weight]]]] = [
     ("Dense", _dense), ("BaseConv", _conv), ("BaseConvTranspose", _conv_transpose),
-    ("BaseDepthwiseConv", _depthwise), ("Embedding", _embedding), ("RNN", _recurrent),
+    ("BaseDepthwiseConv", _depthwise), ("BaseSeparableConv", _separable), ("Embedding", _embedding),
+    ("RNN", _recurrent), ("EinsumDense", _einsum), ("MultiHeadAttention", _attention), ("GroupedQueryAttention", _attention),
 ]  # fmt: skip
 
 
@@ -356,10 +445,15 @@ def is_weight_module(module: Any) -> bool:
     return bool(module_weights("", module))
 
 
-def attention_layers(model: Any) -> list[Any]:
-    """Keras attention layers whose query and key projections are read (none yet: ``MultiHeadAttention``'s
-    ``EinsumDense`` projections are named by :func:`unread_weights`)."""
-    return []
+def attention_layers(model: Any) -> list[Attention]:
+    """Every ``MultiHeadAttention`` (``GroupedQueryAttention``): its query and key projections,
+    applied inside the layer, which sees the attention's input (as ``nn.MultiheadAttention``)."""
+    found = []
+    for name, layer, weights in weight_modules(model):
+        roles = {w.role: w for w in weights}
+        if _is(layer, ATTENTION) and "attention_q" in roles and "attention_k" in roles:
+            found.append(Attention(name, roles["attention_q"], roles["attention_k"], name, name))
+    return found
 
 
 def internal_activations(model: Any) -> dict[str, Any]:
@@ -404,6 +498,8 @@ def _function_activation(function: Any) -> tuple[ActivationSpec, dict[str, Any]]
     given = {_RENAMED.get(k, k): v for k, v in {**defaults, **keywords}.items()}
     if spec.name == "relu" and given.get("negative_slope"):
         spec = activations.get("leaky_relu")
+    elif spec.name == "relu" and given.get("max_value") is not None:  # relu(x, max_value=6): capped
+        spec, given = activations.get("relu6"), {"max_val": float(given["max_value"])}
     if spec.name == "gelu" and isinstance(given.get("approximate"), bool):
         given["approximate"] = "tanh" if given["approximate"] else "none"
     return spec, {k: v for k, v in given.items() if k in spec.defaults}
@@ -411,9 +507,12 @@ def _function_activation(function: Any) -> tuple[ActivationSpec, dict[str, Any]]
 
 def _layer_activation(layer: Any) -> tuple[ActivationSpec, dict[str, Any]] | None:
     kind = keras_class(layer)
-    if kind == "ReLU":
+    if kind == "ReLU":  # ReLU(max_value=6) is ReLU6; a leaky one is read as leaky (its cap, if any, is not)
         slope = float(layer.negative_slope or 0.0)
-        return (activations.get("leaky_relu"), {"negative_slope": slope}) if slope else (activations.get("relu"), {})
+        if slope:
+            return activations.get("leaky_relu"), {"negative_slope": slope}
+        cap = getattr(layer, "max_value", None)
+        return (activations.get("relu6"), {"max_val": float(cap)}) if cap is not None else (activations.get("relu"), {})
     if kind == "LeakyReLU":
         return activations.get("leaky_relu"), {"negative_slope": float(layer.negative_slope)}
     if kind == "PReLU":
@@ -438,6 +537,27 @@ def activation(module: Any) -> tuple[ActivationSpec, dict[str, Any]] | None:
     if isinstance(module, PreActivation) or not is_keras(module):
         return None
     return _layer_activation(module)
+
+
+#: Convolution layers, whose ``data_format`` says where their channels are.
+CONVOLUTIONS = frozenset({"BaseConv", "BaseConvTranspose", "BaseDepthwiseConv", "BaseSeparableConv"})
+
+
+def channel_axis(module: Any) -> int:
+    """Where a layer's output keeps its units: 1 for a convolution with ``data_format="channels_first"``,
+    else the last axis (Keras' default, ``channels_last``)."""
+    layer = module.layer if isinstance(module, _Watched) else module
+    return 1 if _is(layer, CONVOLUTIONS) and getattr(layer, "data_format", None) == "channels_first" else -1
+
+
+def output_units(module: Any) -> int | None:
+    """How many units a layer's output has (``units``, ``filters``), or ``None``."""
+    layer = module.layer if isinstance(module, _Watched) else module
+    for attribute in ("units", "filters", "output_dim"):
+        value = getattr(layer, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def is_norm(module: Any) -> bool:
@@ -623,6 +743,82 @@ def successors(model: Any) -> dict[str, list[str]] | None:
     return edges
 
 
+def _graph(model: Any) -> tuple[list[Any], dict[int, list[Any]]]:
+    """A functional model's operations (layers and ops on Keras tensors) in topological order, and
+    each one's inputs (``InputLayer`` s included), from its first call."""
+    order = list(model.operations)
+    parents = {id(op): [p.operation for p in op._inbound_nodes[0].parent_nodes] if op._inbound_nodes else []
+               for op in order}  # fmt: skip
+    return order, parents
+
+
+def block_groups(model: Any) -> list[list[str]]:
+    """Sibling layers of one class, two or more, each with weights and layers of its own (a
+    ``TransformerBlock`` layer used twice), by their Keras names: candidate residual blocks,
+    decided on a pass as torch modules are (:func:`trainability.graph.block_groups`)."""
+    found = []
+    for name, layer in named_layers(model):
+        by_class: dict[type, list[str]] = {}
+        for child in _children(layer):
+            if _children(child) and any(v.trainable for v in child.weights):
+                by_class.setdefault(type(child), []).append(f"{name}/{child.name}" if name else child.name)
+        found += [names for names in by_class.values() if len(names) >= 2]
+    return found
+
+
+def residual_stream(model: Any) -> Stream | None:
+    """The residual stream of a functional model whose blocks are written inline, as the
+    textbook's encoder (``x = LayerNormalization()(Add()([x, MultiHeadAttention(...)(x, x)]))``):
+    every ``Add`` one of whose inputs (the skip) is computed before the other (the branch, which
+    reads it) adds a residual block. The blocks must follow each other along one stream (each
+    skip downstream of the previous addition); a block ends where the next one's stream starts
+    (a post-norm block with its normalization), the last one after as many layers again. ``None``
+    for other models, or when no such chain is found. Blocks that are layers of their own
+    (subclassed) are found on a pass instead, as torch modules are."""
+    if kind(model) != "functional":
+        return None
+    order, parents = _graph(model)
+    ancestors: dict[int, set[int]] = {}
+    for layer in order:
+        found: set[int] = set()
+        for p in parents[id(layer)]:
+            found |= {id(p)} | ancestors.get(id(p), set())
+        ancestors[id(layer)] = found
+    layers = {n for n, _ in named_layers(model) if n}  # hookable: layers, not ops on Keras tensors
+    adds = []
+    for layer in order:
+        inputs = parents[id(layer)]
+        if keras_class(layer) != "Add" or len(inputs) < 2 or layer.name not in layers:
+            continue
+        skips = [p for p in inputs if all(p is q or id(p) in ancestors[id(q)] for q in inputs)]
+        if skips and keras_class(skips[0]) != "InputLayer" and skips[0].name in layers:
+            adds.append((layer, skips[0]))
+    if len(adds) < 2:
+        return None
+    for (add, _), (_, skip) in zip(adds, adds[1:], strict=False):
+        if not (skip is add or id(add) in ancestors[id(skip)]):
+            return None  # not one stream
+    ends = [skip for _, skip in adds[1:]]
+    steps, layer = 0, ends[-1]  # the layers from the one-but-last addition to the stream it leaves (a post-norm)
+    while layer is not adds[-2][0] and len(parents[id(layer)]) == 1:
+        steps, layer = steps + 1, parents[id(layer)][0]
+    if layer is not adds[-2][0]:
+        steps = 0
+    tail, layer = [], adds[-1][0]  # the last block ends after as many single-input layers
+    for _ in range(steps):
+        nxt = [c for c in order if len(parents[id(c)]) == 1 and parents[id(c)][0] is layer]
+        if len(nxt) != 1:
+            break
+        layer = nxt[0]
+        tail.append(layer)
+    ends.append(tail[-1] if tail else adds[-1][0])
+    members = {}
+    for (add, skip), end in zip(adds, ends, strict=True):
+        inside = [c for c in order if id(skip) in ancestors[id(c)] and (c is end or id(c) in ancestors[id(end)])]
+        members[add.name] = tuple(c.name for c in inside)
+    return Stream(tuple(a.name for a, _ in adds), tuple(s.name for _, s in adds), ends[-1].name, members)
+
+
 def skip_connections(model: Any) -> list[str] | None:
     """Layers whose output meets another branch in a merge layer (``Add``, ``Concatenate``, ...),
     from the Keras graph: ``[]`` for a Sequential, ``None`` for a subclassed model."""
@@ -650,10 +846,50 @@ def call_options(model: Any) -> dict[str, Any]:
     return {"training": bool(model.training)}
 
 
+def call_args(model: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A Keras model takes several inputs as one list (``model([x1, x2])``, as ``fit([x1, x2], y)``),
+    not as positional arguments."""
+    return ([*args],) if len(args) > 1 else args
+
+
 def state(model: Any) -> list[torch.Tensor]:
     """Tensors a training-mode pass may change besides the weights: every non-trainable variable
     (BatchNormalization's moving statistics, the dropout seed generators' states)."""
     return [v.value for v in model.non_trainable_variables]
+
+
+def untouched_statistics(model: Any) -> list[tuple[str, Any]]:
+    """``BatchNormalization`` layers that this pass would run in inference mode (the model in eval
+    mode, so ``training=False``) on moving statistics no batch has updated: still at Keras' initial
+    mean 0 and variance 1. A model Keras' ``fit`` has trained has none."""
+    if model.training:
+        return []
+    found = []
+    for name, layer in named_layers(model):
+        mean, variance = _variable(layer, "moving_mean"), _variable(layer, "moving_variance")
+        if name and _is(layer, {"BatchNormalization"}) and mean is not None and variance is not None:
+            with torch.no_grad():
+                if bool((mean.value == 0).all()) and bool((variance.value == 1).all()):
+                    found.append((name, layer))
+    return found
+
+
+@contextlib.contextmanager
+def batch_statistics(model: Any, layers: list[tuple[str, Any]]) -> Iterator[None]:
+    """For the duration, these ``BatchNormalization`` layers are called with ``training=True``
+    (batch statistics, as in a training step; Keras has resolved the argument when the torch
+    pre-hook sees it). The moving statistics such a call updates are restored by
+    :func:`trainability.adapters.preserved_state`."""
+
+    def train(_layer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return args, {**kwargs, "training": True}
+
+    handles = [layer.register_forward_pre_hook(train, with_kwargs=True) for _, layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def biases(module: Any) -> list[torch.Tensor]:

@@ -27,7 +27,8 @@ Modules of other libraries built on torch (``transformers``' ``Conv1D``, its act
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -200,6 +201,23 @@ def unread_weights(model: nn.Module) -> list[str]:
 
 
 # -- what a module is ------------------------------------------------------------------------------
+def channel_axis(module: nn.Module) -> int:
+    """Where a weight module's output keeps its units: 1 for a convolution's channels, else the last."""
+    return 1 if isinstance(module, nn.modules.conv._ConvNd) else -1
+
+
+def output_units(module: nn.Module) -> int | None:
+    """How many units a weight module's output has (its features, or its channels), read off the
+    module, not off a pass; ``None`` where the module does not say."""
+    for attribute in ("out_features", "out_channels", "nf", "embedding_dim", "embed_dim"):
+        value = getattr(module, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    if isinstance(module, RECURRENT_TYPES):
+        return int(module.hidden_size) * (2 if getattr(module, "bidirectional", False) else 1)
+    return None
+
+
 def is_norm(module: nn.Module) -> bool:
     """A normalization layer: torch's (BatchNorm, LayerNorm, GroupNorm, RMSNorm) or another
     library's, recognized by its class name (``LlamaRMSNorm``, ``T5LayerNorm``)."""
@@ -377,6 +395,11 @@ def call_options(model: nn.Module) -> dict[str, Any]:
     return {}
 
 
+def call_args(model: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Positional inputs as ``forward`` takes them: one argument each."""
+    return args
+
+
 def build(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """A torch model's weights exist from its construction."""
 
@@ -387,8 +410,42 @@ def state(model: nn.Module) -> list[torch.Tensor]:
     return []
 
 
+def untouched_statistics(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Normalizations that would normalize with running statistics no batch has updated: in eval
+    mode, tracking running statistics, and still at the values they are reset to (mean 0,
+    variance 1). A model loaded from a checkpoint, or trained, has none."""
+    found = []
+    for name, m in model.named_modules():
+        if (isinstance(m, nn.modules.batchnorm._NormBase) and not m.training and m.track_running_stats
+                and m.running_mean is not None and m.running_var is not None):  # fmt: skip
+            with torch.no_grad():
+                if bool((m.running_mean == 0).all()) and bool((m.running_var == 1).all()):
+                    found.append((name, m))
+    return found
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> Iterator[None]:
+    """For the duration, these normalizations (and only they) normalize with the batch's own
+    statistics, as in a training step: each is put in training mode. The running statistics such
+    a pass updates are restored by ``doctor.capture.preserved``."""
+    flags = [m.training for _, m in layers]
+    for _, m in layers:
+        m.train()
+    try:
+        yield
+    finally:
+        for (_, m), flag in zip(layers, flags, strict=True):
+            m.training = flag
+
+
 def initializer(identifier: Any) -> Any:
     return identifier
+
+
+def residual_stream(model: nn.Module) -> None:
+    """A torch model's residual blocks are modules, found on a pass (:func:`trainability.graph.block_groups`)."""
+    return None
 
 
 def successors(model: nn.Module) -> dict[str, list[str]] | None:

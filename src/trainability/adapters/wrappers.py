@@ -5,7 +5,9 @@
 returns one of these (or the model itself with its ``forward`` wrapped for mixed precision, which
 hooks see through). FSDP2's ``fully_shard`` wraps nothing: it changes the module's class in place
 and turns its parameters into ``DTensor`` shards, so the model is its own unwrapped self, marked
-``sharded``.
+``sharded``. Optimizers are wrapped too: Accelerate's ``prepare`` returns an
+``AcceleratedOptimizer`` and Lightning hands a ``LightningOptimizer`` to the module; each keeps the
+torch optimizer it steps as ``.optimizer`` (:func:`unwrap_optimizer`).
 
 >>> from torch import nn
 >>> unwrap(nn.Linear(2, 2))
@@ -14,6 +16,7 @@ and turns its parameters into ``DTensor`` shards, so the model is its own unwrap
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from torch import nn
@@ -50,12 +53,28 @@ def unwrap(model: Any) -> tuple[Any, str | None]:
     return model, kind
 
 
+#: Optimizer wrapper classes (by name, so that neither library is imported) whose ``optimizer``
+#: attribute is the optimizer they step.
+OPTIMIZER_WRAPPERS = ("AcceleratedOptimizer", "LightningOptimizer")
+
+
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The optimizer inside Accelerate's and Lightning's wrappers (whose class is not the
+    algorithm's: Lightning's is made on the fly, ``LightningAdam``); anything else as it is."""
+    while any(c.__name__ in OPTIMIZER_WRAPPERS for c in type(optimizer).__mro__):
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer = inner
+    return optimizer
+
+
 def is_fully_sharded(model: Any) -> bool:
     """Whether FSDP2's ``fully_shard`` was applied to the model or any of its submodules (its
     parameters are then ``DTensor`` shards)."""
-    if not isinstance(model, nn.Module):
-        return False
+    if not isinstance(model, nn.Module) or "torch.distributed.fsdp" not in sys.modules:
+        return False  # fully_shard imports it: without it nothing can be sharded
     return any(any(c.__name__ == "FSDPModule" for c in type(m).__mro__) for m in model.modules())
 
 
-__all__ = ["MODULE_WRAPPERS", "is_fully_sharded", "unwrap"]
+__all__ = ["MODULE_WRAPPERS", "OPTIMIZER_WRAPPERS", "is_fully_sharded", "unwrap", "unwrap_optimizer"]

@@ -19,6 +19,7 @@ from torch import nn
 
 from trainability import adapters, graph
 from trainability.batches import Batch, model_loss, output_tensor
+from trainability.distributed import Ledger, initialized, world_size
 from trainability.doctor import rules
 from trainability.doctor.capture import Capture, Record, preserved
 from trainability.doctor.report import BlockStats, Finding, LayerStats, Report, TimeStats
@@ -26,17 +27,6 @@ from trainability.graph import find_consumers, skip_connections
 from trainability.losses import default_loss, surrogate_loss
 
 __all__ = ["BlockStats", "Finding", "LayerStats", "Report", "TimeStats", "diagnose", "surrogate_loss"]
-
-
-def _input_standardization(x: torch.Tensor) -> tuple[float | None, float | None]:
-    if not x.is_floating_point() or x.shape[0] < 2:
-        return None, None
-    flat = x.detach().float().reshape(x.shape[0], -1)
-    std, mean = torch.std_mean(flat, dim=0)
-    live = std > 0
-    if not live.any():
-        return float(mean.pow(2).mean().sqrt()), math.inf
-    return float(mean.pow(2).mean().sqrt()), float(std[live].log().pow(2).mean().sqrt())
 
 
 def layer_stats(record: Record, links: dict, numel: int) -> list[LayerStats]:
@@ -79,8 +69,10 @@ def layer_stats(record: Record, links: dict, numel: int) -> list[LayerStats]:
 
 
 def block_stats(capture: Capture) -> list[BlockStats]:
-    """The residual stream, block by block (empty for a network without residual blocks)."""
-    modules = dict(capture.model.named_modules())
+    """The residual stream, block by block (empty for a network without residual blocks), from a
+    capture built with ``blocks=graph.block_groups(model)``; the doctor and the Monitor judge
+    gradient flow along it."""
+    modules = dict(adapters.named_modules(capture.model))
     return [BlockStats(name, type(modules[name.removesuffix(":output")]).__name__, e.get("mean", math.nan),
                        e.get("std", math.nan), e.get("grad_rms"), e.get("unit_grad_rms"), e.get("shape"))
             for name, e in capture.stream_points()]  # fmt: skip
@@ -88,8 +80,9 @@ def block_stats(capture: Capture) -> list[BlockStats]:
 
 def _projection_rms(capture: Capture, module: str, weight: adapters.Weight) -> float | None:
     """RMS per element of a query or key: the projection's own output when it is a module of
-    its own, else its input's RMS times ``||W||_F / sqrt(rows)`` (plus the bias), with the input's
-    statistics read off the module that produced it."""
+    its own, else its input's RMS times ``||W||_F / sqrt(units)`` (plus the bias), with ``units``
+    the weight's fan-out (``(E, E)`` of a packed projection, ``heads x head_dim`` of a Keras
+    ``EinsumDense`` kernel) and the input's statistics read off the module that produced it."""
     record = capture.records.get(module)
     if record is None:
         return None
@@ -101,21 +94,12 @@ def _projection_rms(capture: Capture, module: str, weight: adapters.Weight) -> f
         return None
     x_rms = math.hypot(producer.values["mean"], producer.values["std"])
     with torch.no_grad():
-        w = weight.tensor.detach().double()
-        rows = w.shape[1] if weight.transposed else w.shape[0]
-        square = x_rms**2 * float(w.pow(2).sum()) / rows
-        bias = _bias_slice(weight)
+        units = weight.fans[1]
+        square = x_rms**2 * float(weight.tensor.detach().double().pow(2).sum()) / units
+        bias = weight.bias
         if bias is not None:
-            square += float(bias.double().pow(2).sum()) / rows
+            square += float(bias.detach().double().pow(2).sum()) / units
     return math.sqrt(square)
-
-
-def _bias_slice(weight: adapters.Weight) -> torch.Tensor | None:
-    name = "in_proj_bias" if weight.parameter == "in_proj_weight" else "bias"
-    bias = getattr(weight.module, name, None)
-    if not isinstance(bias, torch.Tensor):
-        return None
-    return bias.detach() if weight.rows is None else bias.detach()[weight.rows[0] : weight.rows[1]]
 
 
 def _attention(model: nn.Module, capture: Capture) -> list[tuple[str, float, list[str]]]:
@@ -128,6 +112,26 @@ def _attention(model: nn.Module, capture: Capture) -> list[tuple[str, float, lis
         if q is not None and k is not None:
             out.append((layer.name, q * k, list(dict.fromkeys([layer.q_module, layer.k_module]))))
     return out
+
+
+def _untouched_note(untouched: list[tuple[str, Any]], batch_size: int) -> list[str]:
+    """Normalizations in eval mode whose running statistics no batch has updated (mean 0, variance
+    1) do not normalize: a forward through them is the network neither a training step (batch
+    statistics) nor a trained model (the data's running statistics) runs, and judging it reports
+    what no one will train (a plain stack of identity norms: a stream that grows, a vanishing
+    gradient at PyTorch's default conv init, an overconfident first loss). So the pass ran them on
+    the batch's statistics, and the report says so."""
+    if not untouched:
+        return []
+    names = [n for n, _ in untouched]
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    what = (f"{len(names)} normalization layer(s) ({shown}) are in eval mode with running statistics no batch has "
+            "updated yet (mean 0, variance 1), so they would not normalize; ")
+    if batch_size < 2:  # a batch of one has no statistics of its own
+        return [what + "with one sample this pass could not use the batch's statistics instead, so what it found "
+                "may not hold in training: pass two samples or more, or train before evaluating in eval mode."]
+    return [what + "this pass used each batch's statistics, as training does. Train, or run batches in train mode, "
+            "before evaluating the model in eval mode."]
 
 
 def _time(capture: Capture, model: nn.Module) -> list[TimeStats]:
@@ -166,19 +170,27 @@ def diagnose(
     The model is left exactly as it was: parameters, ``.grad``, train/eval mode, buffers (BatchNorm
     running statistics), the RNG state; and no hook stays behind, even when the forward raises.
     A Keras 3 model (PyTorch backend) runs with ``training=`` its torch train/eval flag, and its
-    layers are reported by their Keras names.
+    layers are reported by their Keras names. NumPy arrays are taken wherever tensors are.
+
+    The pass runs in the model's own mode, but for normalizations in eval mode whose running
+    statistics no batch has updated (mean 0, variance 1): those normalize with the batch's
+    statistics, as a training step does, and ``report.notes`` says so (docs/DOCTOR.md).
     """
-    adapters.check_model(model)
+    view = adapters.view(model)
+    group = getattr(view.given, "process_group", None) if view.wrapper == "ddp" else None
+    world = world_size(group) if view.wrapper in ("ddp", "fsdp") and initialized() else 1
     batch = Batch.of(inputs, targets)
     adapters.build(model, batch.args, batch.kwargs)  # a Keras model that has never run builds on this batch
     targets = batch.targets
     batch_size = batch.size
     input_finite = all(bool(torch.isfinite(a).all()) for a in batch.tensors if a.is_floating_point())
-    mean_rms, log_std_rms = _input_standardization(batch.first)
-    blocks = graph.block_groups(model)
+    moments = rules.input_moments(batch.first)
+    blocks, layer_stream = graph.block_groups(model), adapters.residual_stream(model)  # modules; or a Keras graph's
 
+    untouched = adapters.untouched_statistics(model)
     with (preserved(model), adapters.preserved_state(model),  # a Keras model's moving statistics too
-          Capture(model, blocks=blocks, time=True) as capture, torch.enable_grad()):
+          adapters.batch_statistics(model, untouched if batch_size > 1 else []),  # as training normalizes (_untouched_note)
+          Capture(model, blocks=blocks, time=True, stream=layer_stream) as capture, torch.enable_grad()):
         try:
             output = batch(model)
         except Exception as exc:
@@ -193,8 +205,26 @@ def diagnose(
             loss = loss_fn(out, targets) if loss_fn is not None else default_loss(out, targets)
         if loss.requires_grad:
             loss.backward()
-        capture.collect()
-        loss_value = float(loss.detach())
+        # one read of every statistic; under DDP/FSDP2 combined across the ranks (each ran its own
+        # batch through the same model), so that every rank returns the same report
+        ledger = Ledger()
+        capture.stage(ledger, sharded=view.sharded)
+        capture.stage_time(ledger)
+        ledger.put(("d", "loss"), loss.detach(), "sum")
+        ledger.put(("d", "batch"), float(batch_size), "sum")
+        ledger.put(("d", "non_finite_inputs"), 0.0 if input_finite else 1.0, "sum")
+        if moments is not None:
+            ledger.put(("d", "input_sum"), moments[0], "sum")
+            ledger.put(("d", "input_squares"), moments[1], "sum")
+            ledger.put(("d", "input_rows"), float(moments[2]), "sum")
+        values = ledger.read(group if world > 1 else None, agree=world > 1) or {}
+        capture.absorb(values, grad_scale=1.0 / world)
+        capture.absorb_time(values)
+        loss_value = values[("d", "loss")][0] / world
+        batch_size = int(values[("d", "batch")][0])
+        input_finite = values[("d", "non_finite_inputs")][0] == 0
+        input_summary = (rules.input_stats_of(values[("d", "input_sum")], values[("d", "input_squares")],
+                                              int(values[("d", "input_rows")][0])) if moments is not None else None)  # fmt: skip
         links, _ = find_consumers(model, order=capture.order)
         records = [r for r in capture.records.values() if r.role in ("weight", "activation")
                    or not math.isfinite(r.values.get("grad_norm", 0.0)) or not math.isfinite(r.values.get("std", 0.0))]  # fmt: skip
@@ -218,12 +248,11 @@ def diagnose(
             loss=loss_value,
             batch_size=batch_size,
             input_finite=input_finite,
-            input_mean_rms=mean_rms,
-            input_log_std_rms=log_std_rms,
+            inputs=input_summary,
             skips=skips,
             blocks=stream,
             time=time,
-            block_modules=capture.residual_blocks(),
+            inside_blocks=graph.inside_blocks([n for n, _ in capture.order], capture.residual_blocks(), layer_stream),
             classes=classes,
             attention=_attention(model, capture),
         )
@@ -240,4 +269,4 @@ def diagnose(
                 found = rules.explain_depth(found, rules.beyond_depth_scale(evidence, adapters.named_modules(model)))
         found += rules.self_normalization(evidence, adapters.named_modules(model))
     return Report(layers=layers, findings=found, loss=loss_value, batch_size=batch_size, blocks=stream, time=time,
-                  unread=adapters.unread_weights(model))
+                  unread=adapters.unread_weights(model), notes=_untouched_note(untouched, batch_size))

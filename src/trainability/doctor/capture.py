@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from trainability import adapters, graph
+from trainability.distributed import Ledger
 
 #: A unit is saturated where phi'(x) is under this fraction of its maximum.
 SATURATION_THRESHOLD = 0.01
@@ -54,8 +55,9 @@ class Record:
     values: dict[str, float] = field(default_factory=dict)
     weights: list[adapters.Weight] = field(default_factory=list)
     time: list[torch.Tensor] = field(default_factory=list)  # per time step: gradient norms
+    channel_axis: int = -1  # where a weight module's output keeps its units (1: a conv's channels first)
     time_values: list[float] = field(default_factory=list)
-    unit_max: torch.Tensor | None = None  # fast mode: each unit's maximum over the batch, counted in collect
+    unit_max: torch.Tensor | None = None  # each unit's maximum over the batch, counted in collect
 
 
 def single_threaded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -112,22 +114,26 @@ class Capture:
 
     def __init__(self, model: nn.Module, *, names: set[str] | None = None, precise: bool = True,
                  training_only: bool = False, consumers: dict[str, Any] | None = None,
-                 blocks: list[list[str]] | None = None, time: bool = False) -> None:  # fmt: skip
+                 blocks: list[list[str]] | None = None, time: bool = False,
+                 stream: adapters.Stream | None = None) -> None:  # fmt: skip
         """``names`` limits the hooks to those modules; ``precise=False`` reduces in the
         tensors' own dtype (faster, for the monitor) instead of float64, so a float32 square
         norm overflows to inf beyond about 1e19; ``training_only`` skips modules in eval mode.
 
-        ``consumers`` (weight module name -> the ActivationSpec fed directly, or None) hooks weight
-        modules only, half the hooks: dead and saturated units are then read off the
-        pre-activation (a ReLU unit is alive where its input is ever positive; a sigmoid/tanh
-        output saturates beyond ``spec.saturation_bound()``). Without ``precise``, each weight's
+        ``consumers`` (weight module name -> the ActivationSpec fed directly, or ``(spec,
+        hyperparameters)``, or None) hooks weight modules only, half the hooks: dead and saturated
+        units are then read off the pre-activation (a ReLU unit is alive where its input is ever
+        positive; a sigmoid/tanh output saturates beyond ``spec.saturation_bound()``, a capped
+        one at its cap). Without ``precise``, each weight's
         sum and norm are re-read every ``WEIGHT_REFRESH``-th collection.
 
         ``blocks`` (groups of sibling module names, :func:`trainability.graph.block_groups`) are
         watched as residual-block candidates: the gradient reaching each one's input (and the
         last one's output) is recorded, and each group is checked once for residual structure
-        (:meth:`stream_points`). ``time`` records gradients through time for recurrent modules
-        (:attr:`Record.time`)."""
+        (:meth:`stream_points`). ``stream`` (:func:`trainability.adapters.residual_stream`) is a
+        residual stream read off the layer graph, its blocks known to be residual: the output of
+        the module entering each block, and leaving the last, is recorded as the stream there.
+        ``time`` records gradients through time for recurrent modules (:attr:`Record.time`)."""
         self.model = model
         self._training_only = training_only
         self._dtype = torch.float64 if precise else None
@@ -141,12 +147,21 @@ class Capture:
             role = "weight" if weights else "activation" if graph.is_activation(module) else "other"
             if consumers is not None:
                 if role == "weight":
-                    self._leaves.append((name, module, role, consumers.get(name), weights))
+                    fed = consumers.get(name)
+                    self._leaves.append((name, module, role, fed if fed is None or isinstance(fed, tuple) else (fed, {}), weights))
             else:
-                self._leaves.append((name, module, role, graph.activation_of(module) if role == "activation" else None, weights))
-        modules = dict(model.named_modules())
+                act = graph.activation_and_hyperparameters(module) if role == "activation" else (None, {})
+                self._leaves.append((name, module, role, act if act[0] is not None else None, weights))
+        modules = dict(adapters.named_modules(model))
         self._groups = [[(n, modules[n]) for n in group] for group in (blocks or [])]
+        self._stream = stream
+        if stream is not None:  # one more group, residual by construction
+            self._groups.append([(n, modules[n]) for n in stream.blocks])
         self._time = time
+        # widths of the weight modules' outputs (for dead units), known before any pass
+        self._widths = {name: width for name, module, role, _, _ in self._leaves
+                        if role == "weight" and (width := adapters.output_units(module)) is not None}  # fmt: skip
+        self._layouts: dict[bool, Any] = {}
         self._handles: list[Any] = []
         self.reset()
 
@@ -156,11 +171,13 @@ class Capture:
         self.order: list[tuple[str, nn.Module]] = []
         self.points: dict[str, dict[str, Any]] = {}  # block input/output -> its statistics
         self.residual = graph.ResidualCheck()
+        if self._stream is not None:
+            self.residual.checks[len(self._groups) - 1] = {"pair": True, "self": True}
         self._point_of: dict[int, str] = {}
         self._producers: dict[int, str] = {}
         self._consumers: dict[str, int] = {}
         self._keep: list[torch.Tensor] = []
-        self._last_weight: nn.Module | None = None
+        self._last_axis = -1  # the channel axis of the last weight module's output
         self._time_boxes: dict[str, list[torch.Tensor]] = {}
 
     def attach(self) -> Capture:
@@ -170,7 +187,13 @@ class Capture:
                 self._handles.append(module.register_forward_hook(self._hook(*leaf)))
                 if self._time and adapters.time_dim(module) is not None:
                     self._handles.append(module.register_forward_pre_hook(self._time_hook(name)))
-            for g, group in enumerate(self._groups):
+            if self._stream is not None:
+                modules = dict(adapters.named_modules(self.model))
+                g, stream = len(self._groups) - 1, self._stream
+                points = [(enter, block, i, "input") for i, (enter, block) in enumerate(zip(stream.enters, stream.blocks, strict=True))]
+                for enter, block, i, side in [*points, (stream.leaves, f"{stream.blocks[-1]}:output", len(points) - 1, "output")]:
+                    self._handles.append(modules[enter].register_forward_hook(self._stream_hook(block, g, i, side)))
+            for g, group in enumerate(self._groups[: len(self._groups) - (self._stream is not None)]):
                 for i, (name, module) in enumerate(group):
                     pre, post = self._block_hooks(name, g, i)
                     self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
@@ -203,8 +226,9 @@ class Capture:
     def _active(self, mod: nn.Module) -> bool:
         return torch.is_grad_enabled() and not (self._training_only and not mod.training)
 
-    def _hook(self, name: str, module: nn.Module, role: str, spec: Any, weights: list[adapters.Weight]):  # noqa: ANN202
+    def _hook(self, name: str, module: nn.Module, role: str, act: Any, weights: list[adapters.Weight]):  # noqa: ANN202
         cell = isinstance(module, nn.RNNCellBase) and self._time
+        axis = adapters.channel_axis(module) if role == "weight" else -1
 
         def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             if not self._active(mod):
@@ -223,9 +247,9 @@ class Capture:
             if out is None or not out.is_floating_point():
                 return
             if role == "weight":
-                self._last_weight = mod
-            record = Record(name, mod, role, len(self.records), out.numel(), inputs=producers, weights=weights)
-            self._forward_stats(record, out.detach(), spec)
+                self._last_axis = axis
+            record = Record(name, mod, role, len(self.records), out.numel(), inputs=producers, weights=weights, channel_axis=axis)
+            self._forward_stats(record, out.detach(), act)
             self.records[name] = record
             self._producers[id(out)] = name
             self._keep.append(out)
@@ -305,6 +329,17 @@ class Capture:
 
         return pre, post
 
+    def _stream_hook(self, name: str, group: int, index: int, side: str):  # noqa: ANN202 - a hook factory
+        """A hook recording a module's output as the stream entering (or leaving) a block."""
+
+        @single_threaded
+        def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            y = graph.first_tensor(output)
+            if self._active(mod) and y is not None and y.is_floating_point():
+                self._point(name, y, group, index, side)
+
+        return hook
+
     def _point(self, name: str, t: torch.Tensor, group: int, index: int, side: str) -> None:
         """Record a stream tensor's statistics and the gradient reaching it (once per tensor; a
         block's output that is the next block's input is recorded as that input)."""
@@ -355,7 +390,7 @@ class Capture:
         return [(name, e) for name, e in order if e["group"] in residual and (
             e["side"] == "input" or (e["index"] == last[e["group"]] and self.residual.adds_itself(e["group"])))]  # fmt: skip
 
-    def _forward_stats(self, record: Record, x: torch.Tensor, spec: Any) -> None:
+    def _forward_stats(self, record: Record, x: torch.Tensor, act: tuple[Any, dict[str, Any]] | None) -> None:
         # The sum (NaN/Inf propagate; in float64 finite values cannot overflow) and the norm;
         # mean and std follow on the host (torch.std_mean is 30x slower on a CPU: 150 us against
         # 5 us for a 128 x 256 tensor). Fast mode (the monitor) reduces in the tensor's dtype.
@@ -363,21 +398,15 @@ class Capture:
         dtype = self._dtype
         stats = [x.sum(dtype=dtype or x.dtype), torch.linalg.vector_norm(x, dtype=dtype or x.dtype)]
         names = ["sum", "norm"]
-        if spec is not None:
+        if act is not None:
+            spec, hyperparameters = act
             if spec.can_die and x.dim() >= 2:
-                unit_dim = -1 if x.dim() == 2 or not isinstance(self._last_weight, nn.modules.conv._ConvNd) else 1
+                unit_dim = -1 if x.dim() == 2 else self._last_axis
                 units = x if x.dim() == 2 else x.movedim(unit_dim, -1).reshape(-1, x.shape[unit_dim])
                 record.units = units.shape[1]
-                if dtype is None:  # counted for every layer at once in collect()
-                    record.unit_max = units.amax(dim=0)
-                else:
-                    stats.append((units.amax(dim=0) > 0).sum(dtype=dtype))
-                    names.append("alive_units")
-            if spec.relative_derivative is not None:
-                if self._pre_activation:
-                    saturated = x.abs() > spec.saturation_bound(SATURATION_THRESHOLD)
-                else:
-                    saturated = spec.relative_derivative(x) < SATURATION_THRESHOLD
+                record.unit_max = units.amax(dim=0)  # counted for every layer at once in collect()
+            if spec.saturates():
+                saturated = spec.saturated(x, pre_activation=self._pre_activation, threshold=SATURATION_THRESHOLD, **hyperparameters)
                 stats.append(saturated.sum(dtype=dtype))
                 names.append("saturated_count")
         record.forward, record.forward_stats = stats, names
@@ -396,9 +425,8 @@ class Capture:
             record.backward = [torch.linalg.vector_norm(g, dtype=dtype)]  # in float64, non-finite exactly when grad is
             if record.role == "weight" and g.dim() > 2:
                 module = record.module
-                conv = isinstance(module, nn.modules.conv._ConvNd)
                 batch_first = getattr(module, "batch_first", True) or not isinstance(module, (nn.RNNBase, nn.MultiheadAttention))
-                dims = _position_dims(g, channel_last=not conv, batch_dim=0 if batch_first else 1)
+                dims = _position_dims(g, channel_last=record.channel_axis == -1, batch_dim=0 if batch_first else 1)
                 summed = g.sum(dims)  # what each unit learns from, per sample
                 record.grad_units = summed.numel()
                 record.backward.append(torch.linalg.vector_norm(summed, dtype=dtype))
@@ -406,88 +434,164 @@ class Capture:
             if threads > 1:
                 torch.set_num_threads(threads)
 
-    def _weight_scalars(self, names: list[tuple[Any, str]], scalars: list[torch.Tensor]) -> None:
+    # -- reading the pass ----------------------------------------------------------------------------
+    def _layout(self, sharded: bool) -> dict[str, tuple[list[tuple[str, str, str]], dict[tuple[str, str, str], int]]]:
+        """Where each statistic goes in the few vectors a pass is read in, one per way ranks
+        combine them: built once from the modules (every leaf, weight and stream point), so that it
+        is the same on every rank whatever ran where."""
+        cached = self._layouts.get(sharded)
+        if cached is not None:
+            return cached
+        keys: dict[str, list[tuple[str, str, str]]] = {"sum": [], "sumsq": [], "max": [], "same": []}
+        for name, _, _, _, weights in self._leaves:
+            keys["sum"] += [("r", name, stat) for stat in ("numel", "sum", "grads", "grad_units", "saturated_count", "saturates")]
+            keys["sumsq"] += [("r", name, stat) for stat in ("norm", "grad_norm", "unit_grad_norm")]
+            keys["max"].append(("r", name, "units"))
+            for w in weights:
+                keys["sumsq" if sharded else "same"] += [("w", w.name, "weight_norm"), ("w", w.name, "weight_grad_norm")]
+                keys["sum" if sharded else "same"].append(("w", w.name, "weight_sum"))
+        for group in self._groups:
+            for name, _ in group:
+                for point in (name, f"{name}:output"):
+                    keys["sum"] += [("p", point, stat) for stat in ("sum", "numel", "units", "grads")]
+                    keys["sumsq"] += [("p", point, stat) for stat in ("norm", "grad", "unit_grad")]
+        layout = {op: (names, {k: i for i, k in enumerate(names)}) for op, names in keys.items()}
+        self._layouts[sharded] = layout
+        return layout
+
+    def stage(self, ledger: Ledger, *, sharded: bool = False) -> None:
+        """Put this pass's statistics in ``ledger`` as a few vectors laid out from the model only
+        (:meth:`_layout`; a module that did not run contributes zeros): sums and counts add across
+        ranks, norms add as squares, each unit's maximum combines by maximum (one slot per layer,
+        counted as alive units). Weights and their gradients are the same on every rank under DDP
+        (after the all-reduce) and add up from shards under FSDP2 (``sharded``). A weight
+        module's width is read off the module (:func:`trainability.adapters.output_units`); other
+        widths come from the pass (then read with ``agree=True``)."""
+        layout = self._layout(sharded)
+        tensors: dict[str, list[tuple[int, torch.Tensor]]] = {op: [] for op in layout}
+        numbers: dict[str, list[tuple[int, float]]] = {op: [] for op in layout}
+        where = {op: index for op, (_, index) in layout.items()}
+        for name, _, role, act, _ in self._leaves:
+            width = self._widths.get(name, 0) if role == "weight" else 0
+            record = self.records.get(name)
+            if record is not None and not width and record.units and act is not None and act[0].can_die:
+                width = record.units
+            if width:
+                ledger.declare(("r", name, "alive_units"), "alive", width)
+            if record is None:
+                continue
+            numbers["sum"].append((where["sum"][("r", name, "numel")], float(record.numel)))
+            for stat, value in zip(record.forward_stats, record.forward or [], strict=False):
+                op = "sumsq" if stat == "norm" else "sum"
+                tensors[op].append((where[op][("r", name, stat)], value))
+            if "saturated_count" in record.forward_stats:
+                numbers["sum"].append((where["sum"][("r", name, "saturates")], 1.0))
+            if record.unit_max is not None:
+                ledger.put(("r", name, "alive_units"), record.unit_max, "alive")
+                numbers["max"].append((where["max"][("r", name, "units")], float(record.units)))
+            if record.backward is not None:
+                numbers["sum"].append((where["sum"][("r", name, "grads")], 1.0))
+                tensors["sumsq"].append((where["sumsq"][("r", name, "grad_norm")], record.backward[0]))
+                if len(record.backward) > 1:
+                    tensors["sumsq"].append((where["sumsq"][("r", name, "unit_grad_norm")], record.backward[1]))
+                    numbers["sum"].append((where["sum"][("r", name, "grad_units")], float(record.grad_units)))
+        self._weight_values(tensors, numbers, where, sharded)
+        for point, entry in self.points.items():
+            for stat in ("sum", "numel", "units", "norm", "grad", "unit_grad"):
+                op = "sum" if stat in ("sum", "numel", "units") else "sumsq"
+                position = where[op].get(("p", point, stat))
+                if position is None or stat not in entry:
+                    continue
+                value = entry[stat]
+                (tensors if isinstance(value, torch.Tensor) else numbers)[op].append((position, value))  # type: ignore[arg-type]
+            if "grad" in entry and ("p", point, "grads") in where["sum"]:
+                numbers["sum"].append((where["sum"][("p", point, "grads")], 1.0))
+        for op, (names, _) in layout.items():
+            ledger.put(("cap", op), _fill(len(names), tensors[op], numbers[op]), op)  # type: ignore[arg-type]
+
+    def _weight_values(self, tensors: dict[str, list[tuple[int, torch.Tensor]]], numbers: dict[str, list[tuple[int, float]]],
+                       where: dict[str, dict[tuple[str, str, str], int]], sharded: bool) -> None:  # fmt: skip
         """Every weight's sum and norm (in fast mode every ``WEIGHT_REFRESH``-th collection) and its
-        gradient's norm, the norms in one ``_foreach_norm`` each."""
-        fresh: list[tuple[Record, adapters.Weight, torch.Tensor]] = []
-        grads: list[tuple[Record, adapters.Weight, torch.Tensor]] = []
-        for record in self.records.values():
-            for w in record.weights:
+        gradient's norm, the norms in one ``_foreach_norm`` each; FSDP2's ``DTensor`` shards are
+        read locally."""
+        fresh: list[tuple[adapters.Weight, torch.Tensor]] = []
+        grads: list[tuple[adapters.Weight, torch.Tensor]] = []
+        norm_op, sum_op = ("sumsq", "sum") if sharded else ("same", "same")
+        for _, _, _, _, weights in self._leaves:  # every weight, whether its module ran here or not (DDP: all ranks' are equal)
+            for w in weights:
                 cached = self._weight_cache.get(w.name)
-                if cached is not None and cached[0] % self._weight_every:  # fast mode: weights move slowly
+                if cached is not None and cached[0] % self._weight_every and not sharded:  # fast mode: weights move slowly
                     self._weight_cache[w.name] = (cached[0] + 1, cached[1])
-                    record.values.update({f"{k}:{w.name}": v for k, v in cached[1].items()})
+                    numbers["same"].append((where["same"][("w", w.name, "weight_norm")], cached[1]["weight_norm"]))
+                    numbers["same"].append((where["same"][("w", w.name, "weight_sum")], cached[1]["weight_sum"]))
                 else:
-                    fresh.append((record, w, w.tensor.detach()))
+                    fresh.append((w, _local_block(w, w.parameter_tensor)))
                 grad = w.parameter_tensor.grad
                 if grad is not None:
-                    grads.append((record, w, grad.detach() if w.rows is None else w.slice(grad.detach())))
+                    grads.append((w, _local_block(w, grad)))
         for group, key in ((fresh, "weight_norm"), (grads, "weight_grad_norm")):
-            if not group:
-                continue
-            norms = _norms([t for _, _, t in group], self._dtype)
-            names += [((record, w.name), key) for record, w, _ in group]
-            scalars += norms
-        names += [((record, w.name), "weight_sum") for record, w, _ in fresh]
-        scalars += [t.sum(dtype=self._dtype or t.dtype) for _, _, t in fresh]
+            if group:
+                for (w, _), norm in zip(group, _norms([t for _, t in group], self._dtype), strict=True):
+                    tensors[norm_op].append((where[norm_op][("w", w.name, key)], norm))
+        for w, t in fresh:
+            tensors[sum_op].append((where[sum_op][("w", w.name, "weight_sum")], t.sum(dtype=self._dtype or t.dtype)))
+        self._fresh = [w.name for w, _ in fresh]
 
-    @single_threaded
-    def collect(self) -> None:
-        """Copy every recorded statistic to the host in one transfer."""
-        names: list[tuple[Any, str]] = []
-        scalars: list[torch.Tensor] = []
-        for r in self.records.values():
-            if r.forward is not None:
-                names += [(r, n) for n in r.forward_stats]
-                scalars += r.forward
-            if r.backward is not None:
-                names += [(r, "grad_norm"), (r, "unit_grad_norm")][: len(r.backward)]
-                scalars += r.backward
-        self._weight_scalars(names, scalars)
+    def absorb(self, values: dict[Any, list[float]], *, grad_scale: float = 1.0) -> None:
+        """Fill each record's values from a read ledger: mean and std from the sums, the dead and
+        saturated fractions, RMS gradients. ``grad_scale`` multiplies the gradients reaching
+        activations: under data parallelism each rank's gradient is of its own mean loss, the
+        whole batch's is ``1 / world_size`` of it."""
+        layout = next((lay for sharded, lay in self._layouts.items() if ("cap", "sum") in values and
+                       len(values[("cap", "sum")]) == len(lay["sum"][0]) and len(values[("cap", "same")]) == len(lay["same"][0])), None)  # fmt: skip
+        if layout is None:
+            return
+        read: dict[tuple[str, str, str], float] = {}
+        for op, (names, _) in layout.items():
+            read.update(zip(names, values[("cap", op)], strict=True))
+        for key, value in values.items():
+            if isinstance(key, tuple) and len(key) == 3 and key[0] == "r" and key[2] == "alive_units":
+                read[key] = value[0]
+        leaves = {n: (m, role, ws) for n, m, role, _, ws in self._leaves}
+        for name, (module, role, weights) in leaves.items():
+            if name not in self.records and read.get(("r", name, "numel"), 0) > 0:  # it ran on another rank only
+                self.records[name] = Record(name, module, role, len(self.records), 0, weights=weights)
+        for name, record in self.records.items():
+            v = record.values
+            numel = read.get(("r", name, "numel"), 0.0)
+            record.numel = int(numel)
+            if read.get(("r", name, "units"), 0) > 0:
+                record.units = int(read[("r", name, "units")])
+                if ("r", name, "alive_units") in read:
+                    v["alive_units"] = read[("r", name, "alive_units")]
+            if numel > 0:
+                v["sum"], v["norm"] = read[("r", name, "sum")], read[("r", name, "norm")]
+                if read.get(("r", name, "saturates"), 0) > 0:
+                    v["saturated_count"] = read[("r", name, "saturated_count")]
+            if read.get(("r", name, "grads"), 0) > 0:
+                v["grad_norm"] = read[("r", name, "grad_norm")] * grad_scale
+                if read.get(("r", name, "grad_units"), 0) > 0:
+                    record.grad_units = int(read[("r", name, "grad_units")])
+                    v["unit_grad_norm"] = read[("r", name, "unit_grad_norm")] * grad_scale
+            for w in record.weights:
+                for stat in ("weight_norm", "weight_grad_norm", "weight_sum"):
+                    if ("w", w.name, stat) in read and (stat != "weight_grad_norm" or w.parameter_tensor.grad is not None or read[("w", w.name, stat)]):
+                        v[f"{stat}:{w.name}"] = read[("w", w.name, stat)]
         for point, entry in self.points.items():
-            for key in ("sum", "norm", "grad", "unit_grad"):
-                if isinstance(entry.get(key), torch.Tensor):
-                    names.append(((point, None), key))
-                    scalars.append(entry[key])
-        maxima = [r for r in self.records.values() if r.unit_max is not None]
-        alive = None
-        if maxima:  # the alive units of every layer in three kernels: concatenate, count, take the ends
-            ends = torch.tensor([r.unit_max.numel() for r in maxima]).cumsum(0) - 1  # type: ignore[union-attr]
-            counts = (torch.cat([r.unit_max for r in maxima]) > 0).cumsum(0)[ends.to(maxima[0].unit_max.device)]  # type: ignore[union-attr]
-            alive = torch.diff(counts, prepend=counts.new_zeros(1))
-        vectors: list[tuple[Record, list[torch.Tensor]]] = []
-        for name, box in self._time_boxes.items():
-            if box and name in self.records:
-                vectors.append((self.records[name], [box[0]]))
-        for r in self.records.values():
-            if len(r.time) > 1:
-                vectors.append((r, r.time))
-        if alive is not None:
-            names += [(r, "alive_units") for r in maxima]
-        if scalars or alive is not None:
-            if len({(t.dtype, t.device) for t in scalars}) > 1:  # mixed precision or devices
-                scalars = [t.to(device=scalars[0].device, dtype=torch.float64) for t in scalars]
-            stacked = torch.stack(scalars) if scalars else torch.zeros(0, dtype=torch.float64)
-            if alive is not None:
-                stacked = torch.cat([stacked, alive.to(device=stacked.device, dtype=stacked.dtype)])
-            flat = stacked.tolist()
-            for (owner, name), value in zip(names, flat, strict=True):
-                if isinstance(owner, Record):
-                    owner.values[name] = value
-                elif owner[1] is None:
-                    self.points[owner[0]][name] = value
-                else:
-                    owner[0].values[f"{name}:{owner[1]}"] = value
-        for record, parts in vectors:
-            record.time_values = torch.cat([p.reshape(-1).double() for p in parts]).tolist()
+            if read.get(("p", point, "numel"), 0) > 0:
+                for stat in ("sum", "norm", "numel", "units"):
+                    entry[stat] = read[("p", point, stat)]
+            if read.get(("p", point, "grads"), 0) > 0:
+                entry["grad"] = read[("p", point, "grad")] * grad_scale
+                entry["unit_grad"] = read[("p", point, "unit_grad")] * grad_scale
         if self._weight_every != 1:
-            for owner, name in names:
-                if name == "weight_sum" and isinstance(owner, tuple):
-                    record, weight = owner
+            for weight in getattr(self, "_fresh", []):
+                record = next((r for r in self.records.values() if any(w.name == weight for w in r.weights)), None)
+                if record is not None and f"weight_sum:{weight}" in record.values:
                     self._weight_cache[weight] = (1, {k: record.values[f"{k}:{weight}"] for k in ("weight_sum", "weight_norm")})
         for record in self.records.values():
             v = record.values
-            if "sum" in v:
+            if "sum" in v and record.numel:
                 v["mean"], v["std"] = _moments(v["sum"], v["norm"], record.numel)
             record.unit_max = None
             if "alive_units" in v:
@@ -502,11 +606,90 @@ class Capture:
                 if f"weight_sum:{w.name}" in v:
                     _, v[f"weight_std:{w.name}"] = _moments(v[f"weight_sum:{w.name}"], v[f"weight_norm:{w.name}"], w.numel)
         for entry in self.points.values():
-            if isinstance(entry.get("sum"), float):
-                entry["mean"], entry["std"] = _moments(entry["sum"], entry["norm"], entry["numel"])
-            if isinstance(entry.get("grad"), float):
+            if isinstance(entry.get("sum"), float) and entry.get("numel"):
+                entry["mean"], entry["std"] = _moments(entry["sum"], entry["norm"], int(entry["numel"]))
+            if isinstance(entry.get("grad"), float) and entry.get("numel"):
                 entry["grad_rms"] = entry["grad"] / math.sqrt(entry["numel"])
-                entry["unit_grad_rms"] = entry["unit_grad"] / math.sqrt(entry["units"])
+                entry["unit_grad_rms"] = entry["unit_grad"] / math.sqrt(max(entry.get("units", 1), 1))
+
+    @single_threaded
+    def collect(self, group: Any = None, *, sharded: bool = False, grad_scale: float = 1.0, agree: bool = False) -> None:
+        """Read every recorded statistic to the host in one transfer (combined across the ranks of
+        ``group`` in one collective, every rank getting the same values)."""
+        ledger = Ledger()
+        self.stage(ledger, sharded=sharded)
+        values = ledger.read(group, agree=agree)
+        self.absorb(values or {}, grad_scale=grad_scale)
+        self.read_time()
+
+    def _time_vectors(self) -> list[tuple[Record, list[torch.Tensor]]]:
+        vectors: list[tuple[Record, list[torch.Tensor]]] = []
+        for name, box in self._time_boxes.items():
+            if box and name in self.records:
+                vectors.append((self.records[name], [box[0]]))
+        for r in self.records.values():
+            if len(r.time) > 1:
+                vectors.append((r, r.time))
+        return vectors
+
+    def stage_time(self, ledger: Ledger) -> None:
+        """The gradient norm reaching each time step of each recurrent module, into the ledger
+        (their squares add across ranks; sequences of other lengths are padded with zeros, which
+        needs ``agree=True`` when reading)."""
+        if self._time:
+            for name, module, _, _, _ in self._leaves:
+                if adapters.time_dim(module) is not None:
+                    ledger.declare(("t", name, "grad"), "sumsq", 0)
+        for record, parts in self._time_vectors():
+            ledger.put(("t", record.name, "grad"), torch.cat([p.reshape(-1).double() for p in parts]), "sumsq")
+
+    def absorb_time(self, values: dict[Any, list[float]]) -> None:
+        for key, value in values.items():
+            if isinstance(key, tuple) and len(key) == 3 and key[0] == "t" and key[1] in self.records and value:
+                self.records[key[1]].time_values = list(value)
+
+    def read_time(self) -> None:
+        """Gradients through time, read here (this rank's only)."""
+        for record, parts in self._time_vectors():
+            record.time_values = torch.cat([p.reshape(-1).double() for p in parts]).tolist()
+
+
+def _fill(size: int, tensors: list[tuple[int, torch.Tensor]], numbers: list[tuple[int, float]]) -> torch.Tensor:
+    """A float64 vector of ``size`` with the given values at their positions: the tensors of one
+    dtype stacked and copied in with one kernel each, the numbers in one more; zeros elsewhere."""
+    device = tensors[0][1].device if tensors else torch.device("cpu")
+    out = torch.zeros(size, dtype=torch.float64, device=device)
+    by_dtype: dict[torch.dtype, tuple[list[int], list[torch.Tensor]]] = {}
+    for position, value in tensors:
+        positions, values = by_dtype.setdefault(value.dtype, ([], []))
+        positions.append(position)
+        values.append(value.reshape(()) if value.dim() else value)
+    for positions, values in by_dtype.values():
+        out.index_copy_(0, torch.tensor(positions, device=device), torch.stack(values).to(device=device, dtype=torch.float64))
+    if numbers:
+        out.index_copy_(0, torch.tensor([p for p, _ in numbers], device=device),
+                        torch.tensor([v for _, v in numbers], dtype=torch.float64, device=device))  # fmt: skip
+    return out
+
+
+def _local_block(weight: adapters.Weight, full: torch.Tensor) -> torch.Tensor:
+    """A weight's block of a parameter-shaped tensor (its value or its gradient), on this rank: an
+    FSDP2 ``DTensor`` is read from its local shard (dim 0 split evenly; a packed block's rows are
+    intersected with the shard's), never gathered."""
+    t = full.detach()
+    if not hasattr(t, "to_local"):
+        return t if weight.rows is None else weight.slice(t)
+    local = t.to_local()
+    if weight.rows is None:
+        return local
+    if weight.transposed:  # (in, out): the block is columns, the shard rows: a block of every row
+        return local[:, weight.rows[0] : weight.rows[1]]
+    rows = t.shape[0]
+    world = t.device_mesh.size() if hasattr(t, "device_mesh") else 1
+    chunk = -(-rows // max(world, 1))
+    start = t.device_mesh.get_local_rank() * chunk if hasattr(t, "device_mesh") else 0
+    lo, hi = max(weight.rows[0] - start, 0), min(weight.rows[1] - start, local.shape[0])
+    return local[lo:hi] if hi > lo else local[:0]
 
 
 def _position_dims(t: torch.Tensor, *, channel_last: bool, batch_dim: int = 0) -> list[int]:

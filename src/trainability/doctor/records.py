@@ -24,7 +24,8 @@ class LayerStats:
     ``grad_norm`` is the norm of the loss gradient reaching the module's output; ``mean`` and
     ``std`` are over every element of the output; ``dead_fraction`` (ReLU) counts units never
     positive over the batch; ``saturated_fraction`` (sigmoid, tanh, softsign) counts outputs where
-    the derivative is under 1% of its maximum. ``non_finite`` names where NaN/Inf appeared:
+    the derivative is under 1% of its maximum, and for a capped activation (ReLU6, Hardtanh,
+    Hardsigmoid) those at its cap, where it is 0. ``non_finite`` names where NaN/Inf appeared:
     ``"forward"`` (the output), ``"backward"`` (the gradient at the output) or ``"weight_grad"``.
 
     A module that applies several weights (``nn.MultiheadAttention``'s q, k, v and out_proj, an

@@ -33,6 +33,7 @@ class Report:
     blocks: list[BlockStats] = field(default_factory=list)
     time: list[TimeStats] = field(default_factory=list)
     unread: list[str] = field(default_factory=list)  # "name (Type)": weight matrices no adapter reads
+    notes: list[str] = field(default_factory=list)  # how the pass differed from the model as given, and why
 
     @property
     def healthy(self) -> bool:
@@ -49,6 +50,8 @@ class Report:
             out["time"] = [asdict(t) for t in self.time]
         if self.unread:
             out["unread"] = list(self.unread)
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -60,6 +63,7 @@ class Report:
             shown = ", ".join(self.unread[:6]) + (f" and {len(self.unread) - 6} more" if len(self.unread) > 6 else "")
             unread = (f"\nNot read: {shown}: weights applied in a way the doctor does not know, so their gradients "
                       "and scales are not judged.")  # fmt: skip
+        unread += "".join(f"\nNote: {note}" for note in self.notes)
         if self.healthy:
             return (f"HEALTHY: no problem found in {len(self.layers)} layers "
                     f"(loss {_number(self.loss)}, batch {self.batch_size}).{unread}")  # fmt: skip

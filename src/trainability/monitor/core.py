@@ -41,11 +41,12 @@ from torch import nn
 
 from trainability import adapters
 from trainability.batches import Batch, model_loss, output_tensor
+from trainability.distributed import Ledger, initialized, is_main, world_size
 from trainability.doctor import block_stats, diagnose, layer_stats
 from trainability.doctor import rules as doctor_rules
 from trainability.doctor.capture import Capture
 from trainability.doctor.records import Finding, LayerStats
-from trainability.graph import block_groups, find_consumers, hooked_modules
+from trainability.graph import block_groups, find_consumers, hooked_modules, inside_blocks
 from trainability.monitor import rules
 from trainability.monitor.attention import AttentionProbe
 from trainability.monitor.losses import LossSeries
@@ -151,12 +152,14 @@ class Monitor:
         if layers is None:  # weight layers only, dead/saturated units read off the pre-activation
             try:
                 self._links = find_consumers(view)[0]
-                consumers = {n: (None if link.normalized else link.activation) for n, link in self._links.items()}
+                consumers = {n: (None if link.normalized or link.activation is None else (link.activation, link.hyperparameters))
+                             for n, link in self._links.items()}  # fmt: skip
             except ValueError:  # no forward to trace (a LightningModule, say): every leaf module
                 pass
         blocks = block_groups(view) if layers is None else []
+        self._stream = adapters.residual_stream(view) if layers is None else None  # a Keras graph's residual adds
         self._capture = Capture(self.model, names=self.layers, precise=False, training_only=True, consumers=consumers,
-                                blocks=blocks)  # fmt: skip
+                                blocks=blocks, stream=self._stream)  # fmt: skip
         self._attention = AttentionProbe(view) if layers is None else None
         if self._attention is not None and not self._attention.layers:
             self._attention = None
@@ -172,6 +175,18 @@ class Monitor:
                 seen.add(id(p))
                 weights.append((w.name if w.rows is None else f"{w.module_name}.{w.parameter}", p))
         self._updates = UpdateProbe(weights)
+        # a model replicated (DDP) or sharded (FSDP2) over a process group: statistics are combined
+        # across its ranks at each record, rank 0 judges; the schedule stays the same on every rank
+        self._group = getattr(view.given, "process_group", None) if view.wrapper == "ddp" else None
+        self._world = world_size(self._group) if view.wrapper in ("ddp", "fsdp") and initialized() else 1
+        self._main = self._world == 1 or is_main(self._group)
+        if self._world > 1 and view.sharded:
+            self._capture._weight_every = 1  # shards add up: every rank reads its own at every record (no cache)
+        self._ledger = Ledger()
+        self._agreed = False
+        self._order: list[tuple[str, nn.Module]] | None = None
+        self._levels: list[float | None] = []  # each record's median loss since the record before
+        self._inside: dict[tuple[str, ...], set[str]] = {}
         self._handles = [self.model.register_forward_pre_hook(self._arm, with_kwargs=True),
                          self.model.register_forward_hook(self._output_hook)]  # fmt: skip
 
@@ -234,7 +249,7 @@ class Monitor:
         if inputs is not None:
             self._last_inputs = Batch.of(inputs)
         value = self.losses.add(step, loss, grad_norm)
-        if value is not None and not math.isfinite(value) and not self._explained:
+        if value is not None and not math.isfinite(value) and not self._explained and self._world == 1:
             new += self._explain_non_finite(value, step, step)
         capture = self._capture
         if capture.records or self._output is not None:
@@ -250,19 +265,37 @@ class Monitor:
         return new
 
     def _record(self, step: int) -> list[Finding]:
+        """Read this step's statistics (from every rank, in one collective) and judge them. Only
+        the main rank moves them to the host and judges; the others return no finding."""
         capture = self._capture
+        ledger = self._ledger
+        ledger.clear()
+        local = self._world > 1 and not getattr(self.view.given, "require_backward_grad_sync", True)  # DDP's no_sync()
+        group_size = 1 if local else self._world
+        capture.stage(ledger, sharded=self.view.sharded)
+        self._stage(ledger)
+        self.losses.stage(ledger)
+        first = not self._agreed
+        values = ledger.read(None if local else self._group, host=self._main or local, agree=group_size > 1 and first)
+        self._agreed = self._agreed or group_size > 1
+        if values is None:  # another rank reports
+            capture.reset()
+            self.losses.absorb({}, 1)
+            self._clear_probes()
+            return []
+        capture.absorb(values, grad_scale=1.0 / group_size)
+        capture.read_time()
         stats: list[LayerStats] = []
         stream = []
         if capture.records:
-            capture.collect()
             if self._links is None:
                 self._links = find_consumers(self.view, order=capture.order)[0]
             stats = [row for r in capture.records.values() if r.role in ("weight", "activation")
                      for row in layer_stats(r, self._links, r.numel)]  # fmt: skip
             stream = block_stats(capture)
-        record = rules.Record(step, lr=effective_lr(self.optimizer), layers=stats, blocks=stream)
-        self._read(record)
-        self.losses.flush()
+        record = rules.Record(step, lr=effective_lr(self.optimizer), layers=stats, blocks=stream, local=local)
+        self._absorb(record, values)
+        self.losses.absorb(values, group_size)
         self.records.append(record)
         self._write(record)
         found = []
@@ -271,63 +304,63 @@ class Monitor:
             found += self._explain_non_finite(math.nan, first_bad, step)
         found += self._judge(record, capture)
         capture.reset()
+        self._clear_probes()
+        return found
+
+    def _clear_probes(self) -> None:
         if self._attention is not None:
             self._attention.reset()
         self._output = None
-        return found
 
-    def _read(self, record: rules.Record) -> None:
-        """The training-time statistics of this record, read to the host in one transfer."""
-        tensors: list[torch.Tensor] = []
-        keys: list[tuple[str, Any]] = []
-
-        def put(key: str, owner: Any, t: torch.Tensor) -> None:
-            keys.append((key, owner))
-            tensors.append(t.detach().reshape(-1).to(torch.float64))
-
-        measured = self._updates.measure()
-        for name, values in measured.items():
-            for i, t in enumerate(values):
-                put(name, i, t)
+    def _stage(self, ledger: Ledger) -> None:
+        """The training-time statistics of this record, into the ledger: the update and weight
+        sums of squares (DDP: the same on every rank; FSDP2: the local shards add), Adam's second
+        moment (likewise), the largest attention logits (the largest over ranks) and the output's
+        sums (they add)."""
+        shared = "sum" if self.view.sharded else "same"
+        probe = self._updates
+        for key, t in probe.measure().items():
+            ledger.put(("u", key), t, shared)  # type: ignore[arg-type]
         optimizer = self.optimizer
-        if optimizer is not None and optimizer.adaptive:
-            for i, p in enumerate(self._updates.params):
-                v = optimizer.second_moment(p)
-                eps = optimizer.eps(p)
-                if v is None or eps is None:
-                    continue
-                sample = self._updates.values(i, v).float()
+        if optimizer is not None and optimizer.adaptive and probe.params:
+            moments = [optimizer.second_moment(p) for p in probe.params]
+            if any(v is not None for v in moments):
+                sample = probe.sample(moments).float()
+                eps = torch.tensor([optimizer.eps(p) or 0.0 for p in probe.params], device=sample.device)
+                eps = eps.index_select(0, probe._segments.to(sample.device))  # type: ignore[union-attr]
                 active = sample > 0
                 root = sample.clamp_min(0).sqrt()
-                put("eps_active", i, active.sum())
-                put("eps_dominated", i, (active & (root <= eps)).sum())
-                put("eps_log_root", i, torch.where(active, root.clamp_min(1e-38).log(), torch.zeros_like(root)).sum())
+                ledger.put(("e", "active"), probe.per_weight(active.float()), shared)  # type: ignore[arg-type]
+                ledger.put(("e", "dominated"), probe.per_weight((active & (root <= eps)).float()), shared)  # type: ignore[arg-type]
+                ledger.put(("e", "log_root"), probe.per_weight(torch.where(active, root.clamp_min(1e-38).log(), 0.0)), shared)  # type: ignore[arg-type]
         if self._attention is not None:
+            for layer in self._attention.layers:
+                ledger.declare(("a", layer.name), "max")
             for name, t in self._attention.values().items():
-                put("attention", name, t)
+                ledger.put(("a", name), t, "max")
         if self._output:
             for key, t in self._output.items():
-                put("output:" + key, None, t)
-        if not tensors:
-            return
-        sizes = [t.numel() for t in tensors]
-        flat = torch.cat([t.to(tensors[0].device) for t in tensors]).tolist()
-        host: dict[str, dict[Any, Any]] = {}
-        offset = 0
-        for (key, owner), size in zip(keys, sizes, strict=True):
-            chunk = flat[offset : offset + size]
-            offset += size
-            host.setdefault(key, {})[owner] = chunk if size > 1 or key.startswith("output:class") else chunk[0]
+                ledger.put(("o", key), t, "sum")
+
+    def _absorb(self, record: rules.Record, values: dict[Any, list[float]]) -> None:
+        """The training-time statistics of a read ledger, into the record."""
         names = self._updates.names
-        if "delta_sq" in host:
-            values = {k: [host[k][i] for i in range(len(names))] for k in ("delta_sq", "weight_sq", "count", "initial_sq")}
-            record.updates = dict(zip(names, self._updates.ratios(values), strict=True))
-            record.updates_initial = dict(zip(names, self._updates.ratios(values, initial=True), strict=True))
-        for i, active in host.get("eps_active", {}).items():
-            if active > 0:
-                record.eps[names[i]] = (host["eps_dominated"][i] / active, math.exp(host["eps_log_root"][i] / active))
-        record.attention = {name: value for name, value in host.get("attention", {}).items()}
-        output = {key.removeprefix("output:"): values[None] for key, values in host.items() if key.startswith("output:")}
+        keys = ("delta_sq", "weight_sq", "count", "initial_sq")
+        if names and all(("u", key) in values for key in keys):
+            measured = {key: values[("u", key)] for key in keys}
+            record.updates = dict(zip(names, self._updates.ratios(measured), strict=True))
+            record.updates_initial = dict(zip(names, self._updates.ratios(measured, initial=True), strict=True))
+        if ("e", "active") in values:
+            for i, name in enumerate(names):
+                active = values[("e", "active")][i]
+                if active > 0:
+                    record.eps[name] = (values[("e", "dominated")][i] / active, math.exp(values[("e", "log_root")][i] / active))
+        if self._attention is not None:
+            seen = self._attention.values()
+            record.attention = {layer.name: values[("a", layer.name)][0] for layer in self._attention.layers
+                                if ("a", layer.name) in values and (layer.name in seen or self._world > 1)}  # fmt: skip
+        output = {key[1]: (value if key[1].startswith("class") else value[0])
+                  for key, value in values.items() if isinstance(key, tuple) and len(key) == 2 and key[0] == "o"}  # fmt: skip
         summary = summarize(output)
         record.log_z, record.input_dependence = summary.get("log_z"), summary.get("input_dependence")
         record.mean_logit = summary.get("mean_logit")
@@ -392,7 +425,8 @@ class Monitor:
         return [replace(finding, message=f"step {at}: {finding.message}", step=at)]
 
     def _judge(self, record: rules.Record, capture: Capture) -> list[Finding]:
-        evidence = rules.TrainingEvidence(self.records, self.losses, self.optimizer, set(self._kinds))
+        self._levels.append(self.losses.level(*rules.TrainingEvidence(self.records, self.losses).window()))
+        evidence = rules.TrainingEvidence(self.records, self.losses, self.optimizer, set(self._kinds), self._levels)
         found: list[Finding] = []
         found += rules.too_high(evidence)
         found += rules.epsilon(evidence)
@@ -429,24 +463,29 @@ class Monitor:
         if self._last_spike is not None and step - self._last_spike < EPISODE:
             return []  # the same episode
         self._last_spike = step
-        if not any(r.step == step for r in self.records):
+        if not any(r.step == step for r in self.records) and self._world == 1:  # ranks keep one schedule
             self._dense_until = self.steps_done + DENSE_AFTER_SPIKE
         return [replace(f, step=step) for f in found]
 
     def _doctor(self, record: rules.Record, capture: Capture) -> list[Finding]:
         """The doctor's verdicts on this pass: gradients along the residual stream (or along the
         weight layers of a plain stack), dead and saturated units."""
-        evidence = doctor_rules.Evidence(  # order: every module, so that a block's normalization is seen
-            layers=record.layers, weight_var={}, order=adapters.named_modules(self.view), links=self._links or {},
+        if self._order is None:
+            self._order = adapters.named_modules(self.view)  # every module, so that a block's normalization is seen
+        blocks = tuple(capture.residual_blocks())
+        if blocks not in self._inside:
+            self._inside[blocks] = inside_blocks([n for n, _ in self._order], blocks, self._stream)
+        evidence = doctor_rules.Evidence(
+            layers=record.layers, weight_var={}, order=self._order, links=self._links or {},
             numel={r.name: r.numel for r in capture.records.values()}, grad_finite={}, inputs_of={},
-            loss=0.0, batch_size=2**20, blocks=record.blocks, block_modules=capture.residual_blocks(),
+            loss=0.0, batch_size=2**20, blocks=record.blocks, inside_blocks=self._inside[blocks],
         )  # fmt: skip
         return doctor_rules.gradient_flow(evidence) + doctor_rules.unit_health(evidence)
 
     def _explain_non_finite(self, loss: float, step: int, now: int) -> list[Finding]:
         self._explained = True
         found: list[Finding] = []
-        if self._last_inputs is not None:
+        if self._last_inputs is not None and self._world == 1:  # the doctor's pass would need every rank
             inputs, self._diagnosing = self._last_inputs, True
             try:
                 report = diagnose(self.view.given, inputs)
@@ -455,6 +494,11 @@ class Monitor:
                 found = []
             finally:
                 self._diagnosing = False
+        if not found and self._world > 1:
+            found = [Finding("non_finite", "error", [], "no layer is named: the doctor's pass that finds the first one would "
+                             "need every rank, and the ranks learn of the NaN only at a record",
+                             "lower the learning rate and clip gradients; run trainability.diagnose(model, batch) on every rank "
+                             "to find the layer", {"op": "lower_learning_rate", "factor": 10.0})]  # fmt: skip
         if not found:
             found = [Finding("non_finite", "error", [], f"the loss is {loss} while every layer's output is finite",
                              "check the loss function and the targets; lower the learning rate", {"op": "inspect_loss"})]  # fmt: skip
@@ -497,7 +541,7 @@ class Monitor:
         return plot_monitor(self, Path(path))
 
     _STATE = ("steps_done", "rows", "findings", "records", "_reported", "_kinds", "_spikes_seen", "_last_spike",
-              "_dense_until", "_explained")  # fmt: skip
+              "_dense_until", "_explained", "_levels")  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """What the monitor knows, to resume it with a checkpoint (``fit`` saves it with its own):

@@ -53,6 +53,34 @@ class LossSeries:
             return float(loss)
         return float(loss) if isinstance(loss, (int, float)) else None
 
+    def stage(self, ledger: Any) -> None:
+        """Put the pending losses and gradient norms in a :class:`~trainability.distributed.Ledger`
+        (every rank has as many: the ranks step together); :meth:`absorb` takes them back."""
+        if not self._pending:
+            return
+
+        def value(v: Any) -> torch.Tensor:
+            if isinstance(v, torch.Tensor):
+                return v.to(torch.float64)
+            return torch.tensor(math.nan if v is None else float(v), dtype=torch.float64)
+
+        device = next((v.device for _, a, b in self._pending for v in (a, b) if isinstance(v, torch.Tensor)), torch.device("cpu"))
+        ledger.put(("loss", "values"), torch.stack([value(loss).to(device) for _, loss, _ in self._pending]), "sum")
+        ledger.put(("loss", "grad_norms"), torch.stack([value(norm).to(device) for _, _, norm in self._pending]), "sum")
+
+    def absorb(self, values: dict[Any, list[float]] | None, world: int = 1) -> None:
+        """Take the staged values back (averaged over ``world`` ranks: each rank's loss is of its
+        own batch), or, without a ledger, read them here."""
+        if not self._pending:
+            return
+        if values is None or ("loss", "values") not in values:
+            self.flush()
+            return
+        losses = [v / world for v in values[("loss", "values")]]
+        norms = [v / world for v in values[("loss", "grad_norms")]]
+        self._store(list(zip([s for s, _, _ in self._pending], losses, norms, strict=False)),
+                    [loss is not None for _, loss, _ in self._pending])  # fmt: skip
+
     def flush(self) -> None:
         """Read every pending value to the host in one transfer."""
         if not self._pending:
@@ -63,15 +91,21 @@ class LossSeries:
             stacked = torch.stack([v.to(device_values[0].device, torch.float64) for v in device_values])
             read = stacked.tolist()
         it = iter(read)
+        rows = []
         for step, loss, norm in self._pending:
             value = next(it) if isinstance(loss, torch.Tensor) else (float(loss) if loss is not None else math.nan)
             g = next(it) if isinstance(norm, torch.Tensor) else (float(norm) if norm is not None else math.nan)
+            rows.append((step, value, g))
+        self._store(rows, [loss is not None for _, loss, _ in self._pending])
+
+    def _store(self, rows: list[tuple[int, float, float]], given: list[bool]) -> None:
+        for (step, value, g), has_loss in zip(rows, given, strict=True):
             index = step - (self.start or 0)
             while len(self.values) <= index:
                 self.values.append(math.nan)
                 self.grad_norms.append(math.nan)
             self.values[index], self.grad_norms[index] = value, g
-            if loss is not None and not math.isfinite(value) and self.first_non_finite is None:
+            if has_loss and not math.isfinite(value) and self.first_non_finite is None:
                 self.first_non_finite = step
         self._pending = []
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from trainability.adapters.wrappers import unwrap_optimizer
+
 #: torch optimizer class name -> (state key of the second moment, how it is corrected).
 SECOND_MOMENT: dict[str, tuple[str, str]] = {
     "Adam": ("exp_avg_sq", "adam"), "AdamW": ("exp_avg_sq", "adam"), "NAdam": ("exp_avg_sq", "adam"),
@@ -34,6 +36,7 @@ class OptimizerView:
     read without changing it."""
 
     def __init__(self, optimizer: Any) -> None:
+        optimizer = unwrap_optimizer(optimizer)  # Accelerate's AcceleratedOptimizer, Lightning's LightningOptimizer
         self.optimizer = optimizer
         self.torch = isinstance(optimizer, torch.optim.Optimizer)
         if not self.torch and not hasattr(optimizer, "learning_rate"):

@@ -99,7 +99,11 @@ def beyond_depth_scale(ev: Evidence, model_modules: list[tuple[str, nn.Module]])
     fix = f"re-initialize with {target} (trainability.initialize(model)), "
     action: dict[str, Any] = {"op": "reinitialize", "layers": names, "init": target, "max_depth": p.trainable_depth,
                               "alternatives": [{"op": "insert_normalization", "norm": "batch"}]}  # fmt: skip
-    if p.direction == "vanishing" and all(1 / _AT_RECOMMENDED <= w / target_variance <= _AT_RECOMMENDED for w in weights):
+    # at the recommended init as initialize() leaves it: each weight variance within 1.5x, and the
+    # biases (which it zeroes) adding under half again to each layer's pre-activation variance
+    at_recommended = all(1 / _AT_RECOMMENDED <= w / target_variance <= _AT_RECOMMENDED for w in weights) and all(
+        b <= (_AT_RECOMMENDED - 1) * (q - b) for b, q in zip(biases, p.q, strict=True))  # fmt: skip
+    if p.direction == "vanishing" and at_recommended:
         fix = f"{spec.name} loses the signal with depth even at {target}'s variance: "
         if spec.saturating:  # tanh/sigmoid at Glorot: the ordered phase's depth scale, the textbook's fix first
             fix += "replace it with relu and he_normal (or selu with lecun_normal), "

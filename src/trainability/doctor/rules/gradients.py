@@ -70,8 +70,7 @@ def stream_growth(ev: Evidence) -> list[Finding]:
     normalization inside are left to the gradient check: a post-norm stream is renormalized at
     every block, and a pre-norm stream's growth is the architecture's."""
     blocks = [b for b in ev.blocks if math.isfinite(b.std) and b.std > 0]
-    names = {b.name.removesuffix(":output") for b in blocks}
-    if len(blocks) < 2 or any(is_norm(m) and any(n.startswith(b + ".") for b in names) for n, m in ev.order):
+    if len(blocks) < 2 or any(is_norm(m) and n in ev.inside_blocks for n, m in ev.order):
         return []
     levels = _chained(blocks, [math.hypot(b.mean, b.std) for b in blocks])
     growth = levels[-1] / min(levels)

@@ -43,22 +43,27 @@ COMPOUND_VARIANCE = 1e2
 #: A first loss above ln(C) + ln(this) gives the true class 1/this of the uniform probability.
 OVERCONFIDENCE = 10.0
 
-def _variance_ratio(link: Link, variance: float) -> tuple[float, str]:
-    """Measured weight variance over what the consuming activation needs, and that initializer."""
+def _variance_ratio(ev: Evidence, link: Link) -> tuple[float, str]:
+    """Measured weight variance over what the consuming activation needs, and that initializer.
+    A module applying a chain of weights (a separable convolution: depthwise, then pointwise) scales
+    the signal by the product of its weights' ratios, each against its own need (an ``inner``
+    weight feeds the next one, no activation: Glorot's)."""
     name = recommended_init(link.activation)
-    target = inits.get(name).variance(*link.fans)  # type: ignore[union-attr]
-    return variance / target, name
+    ratio = 1.0
+    for w in link.weights:
+        need = recommended_init(None) if w.inner else name
+        ratio *= ev.weight_var[w.name] / inits.get(need).variance(*w.fans)  # type: ignore[union-attr]
+    return ratio, name
 
 
 def _governed(ev: Evidence, name: str) -> bool:
     """Is this weight module's variance governed by the table (see the module docstring)?"""
     link = ev.links.get(name)
-    if link is None or name not in ev.weight_var or link.normalized:
-        return False
-    if any(name.startswith(block + ".") for block in ev.block_modules):
+    if link is None or link.normalized or name in ev.inside_blocks:
         return False
     weights = link.weights
-    return len(weights) == 1 and weights[0].role in ("dense", "conv")
+    chain = all(w.inner for w in weights[:-1])  # one weight, or a separable convolution's two
+    return chain and all(w.role in ("dense", "conv") and w.name in ev.weight_var for w in weights)
 
 
 def init_mismatch(ev: Evidence) -> list[Finding]:
@@ -69,7 +74,7 @@ def init_mismatch(ev: Evidence) -> list[Finding]:
             closed.append(True)
             segments.append([])
         elif _governed(ev, name):
-            ratio, target = _variance_ratio(ev.links[name], ev.weight_var[name])
+            ratio, target = _variance_ratio(ev, ev.links[name])
             if not 1 / MISMATCH_FACTOR <= ratio <= MISMATCH_FACTOR:
                 segments[-1].append((name, ratio, target))
     closed.append(False)
@@ -103,7 +108,7 @@ def _head_reads_normalized(ev: Evidence) -> bool:
     or post-norm blocks), so that the layers after it read normalized features?"""
     norms = [i for i, (_, m) in enumerate(ev.order) if is_norm(m)]
     in_blocks = [i for i, (n, _) in enumerate(ev.order)
-                 if n in ev.links and any(n.startswith(b + ".") for b in ev.block_modules)]  # fmt: skip
+                 if n in ev.links and n in ev.inside_blocks]  # fmt: skip
     return bool(norms) and (not in_blocks or norms[-1] > in_blocks[-1])
 
 

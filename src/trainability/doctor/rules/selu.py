@@ -11,18 +11,48 @@ from trainability.doctor.records import Finding
 from trainability.doctor.rules.evidence import Evidence, span
 
 LECUN_TOLERANCE = 1.33
+#: The input counts as standardized when its per-feature means have RMS within this of 0 and its
+#: varying features' RMS std is within this factor of 1 (plus sampling noise). Klambauer et al.
+#: 2017's Theorem 1 proves the SELU map attracting for means within 0.1 and variances in
+#: [0.8, 1.5] (stds 0.89 to 1.22); the scale bound is that, the mean bound a little wider.
+MEAN_BOUND = 0.25
+SCALE_FACTOR = 1.25
+
+
+def _unstandardized(ev: Evidence) -> tuple[str, list[str], str, str] | None:
+    """The input condition, judged on the pooled statistics a first LeCun layer sees
+    (:class:`~trainability.doctor.rules.evidence.InputStats`), each bound plus ``3 / sqrt(batch)``
+    of sampling noise: per-feature means of RMS over :data:`MEAN_BOUND`; or a std off 1 by more
+    than :data:`SCALE_FACTOR` whichever way the features constant over the batch are read: too
+    small over the features that vary (as if the constant ones were constant in the data), or too
+    large over all of them (as if they varied elsewhere in the data with std 1)."""
+    stats = ev.inputs
+    if stats is None:
+        return None
+    noise = 3.0 / math.sqrt(max(ev.batch_size, 1))
+    bound = math.log(SCALE_FACTOR) + noise
+    if stats.mean_rms > MEAN_BOUND + noise:
+        scale = f"RMS std {stats.pooled:.3g}"
+    elif stats.scale is not None and math.log(stats.scale) < -bound:
+        scale = f"the {stats.varying} features that vary have an RMS std of {stats.scale:.3g}"
+    elif math.log(max(stats.pooled, 1e-300)) > bound:
+        scale = f"an RMS std of {stats.pooled:.3g} over all {stats.features} features"
+    else:
+        return None
+    constant = (f"; {stats.constant} of {stats.features} features are constant over the batch (constant in the data, "
+                "or absent from this batch), which no scaling brings to std 1" if stats.constant else "")  # fmt: skip
+    return ("unstandardized input", [],
+            f"the input is not standardized: per-feature means have RMS {stats.mean_rms:.3g}, {scale} (want 0 and 1)"
+            f"{constant}",
+            "standardize the inputs to mean 0 and std 1 (sklearn StandardScaler, or (x - mean) / std)")  # fmt: skip
+
 
 def _selu_conditions(ev: Evidence, model_modules: list[tuple[str, nn.Module]]) -> list[tuple[str, list[str], str, str]]:
     """(condition, layers, message, fix) for each of SELU's self-normalization conditions that fails."""
     failed = []
-    noise = 3.0 / math.sqrt(max(ev.batch_size, 1))
-    if ev.input_mean_rms is not None and (
-        ev.input_mean_rms > 0.25 + noise or ev.input_log_std_rms > math.log(1.25) + noise  # type: ignore[operator]
-    ):
-        failed.append(("unstandardized input", [],
-                       f"the input is not standardized: per-feature means have RMS {ev.input_mean_rms:.3g} "
-                       f"and per-feature stds are off 1 by a factor of {math.exp(ev.input_log_std_rms):.3g} (RMS)",  # type: ignore[arg-type]
-                       "standardize the inputs to mean 0 and std 1 (sklearn StandardScaler, or (x - mean) / std)"))  # fmt: skip
+    unstandardized = _unstandardized(ev)
+    if unstandardized is not None:
+        failed.append(unstandardized)
     off = []
     for link in ev.links.values():
         if link.activation is not None and link.activation.name == "selu" and link.name in ev.weight_var:

@@ -50,6 +50,7 @@ class TrainingEvidence:
     losses: LossSeries
     optimizer: OptimizerView | None = None
     reported: set[str] = field(default_factory=set)  # kinds already reported in this run
+    levels: list[float | None] | None = None  # each record's window median, kept by the monitor (computed if None)
 
     @property
     def current(self) -> Record:
@@ -70,9 +71,12 @@ class TrainingEvidence:
 
     def best_level(self) -> float | None:
         """The lowest median loss of any earlier window (the initial level included)."""
-        levels = [self.losses.initial()]
-        for a, b in zip(self.records, self.records[1:-1], strict=False):
-            levels.append(self.losses.level(a.step + 1, b.step))
+        levels: list[float | None] = [self.losses.initial()]
+        if self.levels is not None:
+            levels += self.levels[:-1]
+        else:
+            for a, b in zip(self.records, self.records[1:-1], strict=False):
+                levels.append(self.losses.level(a.step + 1, b.step))
         found = [v for v in levels if v is not None]
         return min(found) if found else None
 
