@@ -9,6 +9,7 @@ from trainability._version import __version__
 from trainability.batchnorm import fold_batchnorm
 from trainability.doctor import Finding, Report, diagnose
 from trainability.initialization import InitPlan, PlanEntry, initialize
+from trainability.lr_finder import find_lr
 from trainability.models import mlp
 from trainability.monitor import Monitor
 from trainability.table import recommended_init
@@ -40,6 +41,7 @@ __all__ = [
     "compare",
     "datasets",
     "diagnose",
+    "find_lr",
     "fit",
     "fold_batchnorm",
     "init",

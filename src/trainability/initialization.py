@@ -140,6 +140,44 @@ def _forget_gate_bias(module: nn.Module, value: float = 1.0) -> None:
             view.fill_(value)
 
 
+def chrono_bias_(module: nn.Module, steps: int, *, generator: torch.Generator | None = None) -> None:
+    """Chrono initialization (Tallec & Ollivier, "Can recurrent neural networks warp time?", ICLR
+    2018) of an ``nn.LSTM`` or ``nn.GRU``, in place, for dependencies up to ``steps`` time steps.
+
+    LSTM: the forget-gate bias ``b_f ~ log U(1, steps - 1)`` and the input-gate bias ``b_i =
+    -b_f``, so unit ``j`` forgets on a time scale ``u_j`` drawn uniformly up to the sequence's
+    length (a forget-gate bias of 1 keeps a memory for about 1.4 steps: ``sigmoid(1)^t`` halves
+    every 2.2 steps). GRU: the same draw for the update gate ``z`` (PyTorch's ``h' = (1 - z) n +
+    z h``: ``z`` keeps the memory, as the LSTM's forget gate). The draw goes into ``bias_ih`` (one
+    per layer and direction, in parameter order); the matching ``bias_hh`` blocks become 0.
+
+    >>> import torch
+    >>> lstm = torch.nn.LSTM(3, 8)
+    >>> chrono_bias_(lstm, 60, generator=torch.Generator().manual_seed(0))
+    >>> bool((lstm.bias_ih_l0[8:16] >= 0).all() and (lstm.bias_ih_l0[8:16] <= 4.08).all())
+    True
+    """
+    if not isinstance(module, (nn.LSTM, nn.GRU)):
+        raise ValueError(f"chrono initialization applies to nn.LSTM and nn.GRU, not {type(module).__name__}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 3:
+        raise ValueError(f"steps must be an int of at least 3 (the longest dependency, in time steps), got {steps!r}")
+    gates = 4 if isinstance(module, nn.LSTM) else 3
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if not name.startswith(("bias_ih", "bias_hh")):
+                continue
+            h = p.shape[0] // gates
+            if name.startswith("bias_hh"):
+                p[h : 2 * h] = 0.0
+                if gates == 4:
+                    p[:h] = 0.0
+                continue
+            keep = torch.empty(h).uniform_(1.0, steps - 1.0, generator=generator).log_()
+            p[h : 2 * h] = keep
+            if gates == 4:
+                p[:h] = -keep
+
+
 def _reset_norms(model: nn.Module, zero: list[str]) -> None:
     for name, module in adapters.named_modules(model):
         weight, bias = adapters.norm_affine(module) if is_norm(module) else (None, None)

@@ -12,10 +12,10 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from trainability.cli import compare, demo, doctor, repair, report, table, theory
+from trainability.cli import compare, demo, doctor, find_lr, repair, report, table, theory
 from trainability.cli._common import UsageError
 
-COMMANDS = (table, doctor, demo, theory, compare, report, repair)
+COMMANDS = (table, doctor, demo, theory, compare, report, repair, find_lr)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,16 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "repair",
         help="find the smallest change that makes a model train, prove it, and print it as code",
-        description="Probe the model (the doctor at initialization and a short training run); if it does not train, try "
-        "the changes the doctor's findings ask for, smallest first (re-initialize, scale residual branches, swap the "
-        "activation, add normalization, clip gradients, lower the learning rate or change the optimizer; orthogonal "
-        "recurrent init, forget-gate bias or GRU/LSTM for recurrent nets), each from the same initial weights under the "
-        "same budget. Exit 0 when the model trains (as it is or repaired), 1 when nothing made it train, 2 on a usage error.",
+        description="Probe the model (the doctor at initialization; if it finds no error, a training run under the "
+        "Monitor); if it does not train, turn the findings into ladders of fixes (re-initialize, scale residual branches, "
+        "forget-gate bias then chrono init, GRU/LSTM for a plain RNN, swap the activation, add normalization, qk-layernorm, "
+        "clip gradients, a learning rate from the range test, warm-up, Adam's epsilon), screen each with the doctor before "
+        "training it, and race the ones it clears from the same initial weights (successive halving); the first that "
+        "trains wins. Exit 0 when the model trains (as it is or repaired), 1 when nothing made it train, 2 on a usage error.",
     )  # fmt: skip
     p.add_argument("model", help="mlp:depth=30,activation=relu,init=default, or path/to/file.py:factory(depth=50)")
     p.add_argument("--data", required=True, help="digits, mnist1d, moons, circles, blobs, or a .npz (x, y) / .csv file")
-    p.add_argument("--budget-steps", type=int, default=300, help="training steps per run: the probe and each candidate (default 300)")
-    p.add_argument("--all", action="store_true", help="try every applicable candidate and rank them, instead of stopping at the first that trains")
+    p.add_argument("--budget-steps", type=int, default=300, help="training steps one run may take: the probe and each candidate (default 300)")
+    p.add_argument("--all", action="store_true", help="train every candidate the doctor clears for the whole budget and rank them, "
+                   "instead of racing them and stopping at the first that trains")
     p.add_argument("--out", metavar="DIR", help="write report.html, its PNGs, snippet.py and result.json here")
     p.add_argument("--optimizer", default="sgd", help="sgd, adam, adamw, rmsprop, nadam (default sgd)")
     p.add_argument("--lr", type=float, help="learning rate (default: the optimizer's, as trainability.fit)")

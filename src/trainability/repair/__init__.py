@@ -6,11 +6,14 @@ back as code.
 >>> result = trainability.repair(model, "digits")        # doctest: +SKIP
 >>> print(result.snippet)                                # doctest: +SKIP
 
-The pieces: :mod:`~trainability.repair.criterion` (when a run trains),
+The pieces: :mod:`~trainability.repair.criterion` (when a run trains, when it clearly failed),
 :mod:`~trainability.repair.candidates` (the changes, each with its code),
-:mod:`~trainability.repair.plan` (from the doctor's findings to an ordered list),
-:mod:`~trainability.repair.search` (the runs, on compare's runner and executors),
+:mod:`~trainability.repair.plan` (from the findings to ladders of candidates),
+:mod:`~trainability.repair.screen` (the doctor at initialization judges each candidate first),
+:mod:`~trainability.repair.runs` (training under a step budget, in resumable rounds),
+:mod:`~trainability.repair.search` (the probe, the race by successive halving, the climb),
 :mod:`~trainability.repair.result` and :mod:`~trainability.repair.report` (what comes back).
+The learning-rate range test its learning-rate candidates use is :func:`trainability.find_lr`.
 
 ``trainability.repair`` is both this package and the function: calling the package calls
 :func:`~trainability.repair.search.repair`, so ``trainability.repair(model, data)`` works

@@ -13,19 +13,29 @@ rank  kind                      change
                                 architecture change): :func:`trainability.initialize` on a copy,
                                 then those layers' state copied over
 0     recurrent_init            the same for recurrent layers: orthogonal hidden-hidden weights,
-                                Glorot input weights, biases 0, LSTM forget-gate bias 1
-0     forget_gate_bias          an LSTM's forget-gate bias set to 1 (Gers et al. 2000)
-1     scale_residual_branches   the layers inside residual blocks re-drawn by the family's
-                                scheme: Fixup (branch ends 0) without norms, zero-gamma with BN
+                                Glorot input weights, biases 0, LSTM forget-gate bias 1; with
+                                ``chrono``, chrono initialization of the gate biases after
+0     forget_gate_bias          the gate that keeps the memory (LSTM forget gate, GRU update
+                                gate) biased to a value (1: Gers et al. 2000)
+0     chrono_init               that gate's bias drawn from log U(1, T - 1) for sequences of T
+                                steps (Tallec & Ollivier 2018)
+1     scale_residual_branches   the layers of every residual branch re-drawn by a family
+                                scheme: initialize's own (Fixup, zero-gamma, GPT-2), the
+                                branch ends scaled by 1/sqrt(branches), Fixup, or zero ends
 2     swap_activation           every module of one activation replaced (SELU with LeCun and
                                 AlphaDropout; ELU, leaky ReLU or ReLU with He), the layers
                                 feeding it re-initialized for it
 2     replace_dropout           ordinary Dropout replaced by AlphaDropout (same rate) for SELU
 3     insert_normalization      BatchNorm (or LayerNorm on sequences) after each hidden layer
+3     qk_layernorm              layer norm on each head's queries and keys
 4     clip_gradients            clip the gradient norm (training only)
-4.5   replace_rnn               nn.GRU (or an LSTM returning what nn.RNN does) for a plain RNN
-5     lower_learning_rate       the learning rate x 0.1 (training only)
-5     change_optimizer          Adam at its default learning rate (training only)
+4.5   replace_rnn               nn.GRU (or an LSTM returning what nn.RNN does) for a plain RNN,
+                                with the gate initialization (and chrono) applied
+5     lower_learning_rate       a learning rate from the range test (training only)
+5     warmup                    linear learning-rate warm-up (training only)
+5     set_adam_eps              Adam's epsilon (training only)
+5     z_loss                    PaLM's auxiliary z-loss (training only)
+5     change_optimizer          Adam at a rate from the range test (training only)
 ====  ========================  =============================================================
 """
 
@@ -41,7 +51,7 @@ import torch
 from torch import nn
 
 from trainability import activations
-from trainability.repair.surgery import LSTMAsRNN, replace
+from trainability.repair.surgery import LSTMAsRNN, QKNorm, replace
 
 Notes = dict[str, str]  # module name -> what was done to it, for the diff
 
@@ -105,15 +115,17 @@ def _names(names: list[str], limit: int = 4) -> str:
 
 
 # -- re-initialize from a seeded copy -----------------------------------------------------------
-def take_initialized(model: nn.Module, names: list[str], init: str, seed: int, everything: bool = False) -> Notes:
+def take_initialized(model: nn.Module, names: list[str], init: str | Mapping[str, str], seed: int,
+                     everything: bool = False) -> Notes:  # fmt: skip
     """Re-initialize the modules ``names`` as :func:`trainability.initialize` would (``init``
-    ``"auto"``: the matched initializer per layer, else that initializer for these layers): on a
-    copy of the model, whose state for these modules is then copied over, so nothing else
-    changes. ``everything=True`` initializes the model itself."""
+    ``"auto"``: the matched initializer per layer; an initializer name: that one for these layers;
+    a dict: an initializer per layer): on a copy of the model, whose state for these modules is
+    then copied over, so nothing else changes. ``everything=True`` initializes the model itself."""
     from trainability.initialization import initialize
 
     target = model if everything else copy.deepcopy(model)
-    plan = initialize(target, init=init if init == "auto" or everything else dict.fromkeys(names, init), seed=seed)
+    given: Any = dict(init) if isinstance(init, Mapping) else (init if init == "auto" or everything else dict.fromkeys(names, init))
+    plan = initialize(target, init=given, seed=seed)
     if not everything:
         for name in names:
             model.get_submodule(name).load_state_dict(target.get_submodule(name).state_dict())
@@ -127,10 +139,13 @@ def take_initialized(model: nn.Module, names: list[str], init: str, seed: int, e
     return notes
 
 
-def _init_code(names: list[str], init: str, seed: int, everything: bool) -> list[str]:
+def _init_code(names: list[str], init: str | Mapping[str, str], seed: int, everything: bool) -> list[str]:
     if everything:
         return ["import trainability", f"trainability.initialize(model{'' if init == 'auto' else f', init={init!r}'}, seed={seed})"]
-    given = "" if init == "auto" else f", init=dict.fromkeys(layers, {init!r})"
+    if isinstance(init, Mapping):
+        given = f", init={json.dumps(dict(init))}"
+    else:
+        given = "" if init == "auto" else f", init=dict.fromkeys(layers, {init!r})"
     return [
         "import copy",
         "import trainability",
@@ -158,17 +173,92 @@ def _reinit_describe(p: Mapping[str, Any]) -> str:
 
 
 REINITIALIZE = Kind(0, _reinit_describe, _reinit_apply, _reinit_code, _unchanged)
-RECURRENT_INIT = Kind(
-    0, lambda p: f"orthogonal recurrent init{' (forget-gate bias 1)' if p.get('lstm') else ''} for {_names(p['layers'])}",
-    _reinit_apply, _reinit_code, _unchanged,
-)
-SCALE_RESIDUAL_BRANCHES = Kind(
-    1, lambda p: f"scale the residual branches of {len(p['blocks'])} blocks ({', '.join(p.get('schemes', [])) or 'the family scheme'})",
-    _reinit_apply, _reinit_code, _unchanged,
+
+
+# -- recurrent layers: gate biases, chrono ---------------------------------------------------------
+def _chrono_apply(model: nn.Module, layers: list[str], steps: int, seed: int) -> Notes:
+    from trainability.initialization import chrono_bias_
+
+    generator = torch.Generator().manual_seed(seed)
+    for name in layers:
+        chrono_bias_(model.get_submodule(name), steps, generator=generator)
+    return {name: f"chrono gate biases, log U(1, {steps - 1})" for name in layers}
+
+
+def _chrono_code(layers: list[str], steps: int, seed: int) -> list[str]:
+    return [
+        "import torch",
+        "from trainability.initialization import chrono_bias_",
+        f"generator = torch.Generator().manual_seed({seed})",
+        f"for name in {json.dumps(layers)}:  # chrono initialization for {steps}-step dependencies",
+        f"    chrono_bias_(model.get_submodule(name), {steps}, generator=generator)",
+    ]
+
+
+def _recurrent_apply(model: nn.Module, p: Mapping[str, Any], seed: int) -> Notes:
+    notes = _reinit_apply(model, p, seed)
+    if p.get("chrono"):
+        for name, said in _chrono_apply(model, list(p["layers"]), int(p["chrono"]), seed).items():
+            notes[name] = f"{notes[name]}; {said}" if name in notes else said
+    return notes
+
+
+def _recurrent_code(p: Mapping[str, Any], seed: int) -> list[str]:
+    return _reinit_code(p, seed) + (_chrono_code(list(p["layers"]), int(p["chrono"]), seed) if p.get("chrono") else [])
+
+
+def _recurrent_describe(p: Mapping[str, Any]) -> str:
+    gates = f", chrono gate biases for {p['chrono']} steps" if p.get("chrono") else (" (forget-gate bias 1)" if p.get("lstm") else "")
+    return f"orthogonal recurrent init{gates} for {_names(p['layers'])}"
+
+
+RECURRENT_INIT = Kind(0, _recurrent_describe, _recurrent_apply, _recurrent_code, _unchanged)
+CHRONO_INIT = Kind(
+    0, lambda p: f"chrono initialization of the gate biases of {_names(p['layers'])} for {p['steps']} steps",
+    lambda m, p, seed: _chrono_apply(m, list(p["layers"]), int(p["steps"]), seed),
+    lambda p, seed: _chrono_code(list(p["layers"]), int(p["steps"]), seed), _unchanged,
 )  # fmt: skip
 
 
-# -- LSTM forget-gate bias ------------------------------------------------------------------------
+# -- residual branches ----------------------------------------------------------------------------------
+def _branches_apply(model: nn.Module, p: Mapping[str, Any], seed: int) -> Notes:
+    if p.get("scheme", "family") == "family":
+        return _reinit_apply(model, p, seed)
+    notes = take_initialized(model, list(p["layers"]), p["inits"], seed)
+    with torch.no_grad():
+        for names, factor in ((p["ends"], p["end_factor"]), (p["inner"], p["inner_factor"])):
+            if factor != 1.0:
+                for name in names:
+                    model.get_submodule(name).weight.mul_(factor)
+                    notes[name] = f"{notes.get(name, 'redrawn')} x{factor:.3g}"
+    return notes
+
+
+def _branches_code(p: Mapping[str, Any], seed: int) -> list[str]:
+    if p.get("scheme", "family") == "family":
+        return _reinit_code(p, seed)
+    lines = _init_code(list(p["layers"]), p["inits"], seed, False)
+    scaled = [(names, factor) for names, factor in ((p["ends"], p["end_factor"]), (p["inner"], p["inner_factor"])) if factor != 1.0 and names]
+    if scaled:
+        lines += ["import torch", "with torch.no_grad():"]
+        for names, factor in scaled:
+            lines += [f"    for name in {json.dumps(list(names))}:", f"        model.get_submodule(name).weight.mul_({factor!r})"]
+    return lines
+
+
+def _branches_describe(p: Mapping[str, Any]) -> str:
+    scheme = p.get("scheme", "family")
+    if scheme == "family":
+        return f"scale the residual branches of {len(p['blocks'])} blocks ({', '.join(p.get('schemes', [])) or 'the family scheme'})"
+    what = {"scaled": f"branch ends x 1/sqrt({len(p['ends'])})", "fixup": "Fixup: branch ends 0, "
+            f"inner layers x{p['inner_factor']:.3g}", "zero": "branch ends 0 (each branch starts as nothing)"}[scheme]  # fmt: skip
+    return f"re-draw {len(p['ends'])} residual branches by the table, {what}"
+
+
+SCALE_RESIDUAL_BRANCHES = Kind(1, _branches_describe, _branches_apply, _branches_code, _unchanged)
+
+
+# -- the forget gate's bias (LSTM; the GRU's update gate) ---------------------------------------------
 def _forget_apply(model: nn.Module, p: Mapping[str, Any], _seed: int) -> Notes:
     with torch.no_grad():
         for name in p["layers"]:
@@ -177,13 +267,14 @@ def _forget_apply(model: nn.Module, p: Mapping[str, Any], _seed: int) -> Notes:
             for param, tensor in lstm.named_parameters(recurse=False):
                 if param.startswith(("bias_ih", "bias_hh")):
                     tensor[h : 2 * h] = p["value"] if param.startswith("bias_ih") else 0.0
-    return {name: f"forget-gate bias {p['value']:g}" for name in p["layers"]}
+    return {name: f"{'update' if isinstance(model.get_submodule(name), nn.GRU) else 'forget'}-gate bias {p['value']:g}"
+            for name in p["layers"]}  # fmt: skip
 
 
 def _forget_code(p: Mapping[str, Any], _seed: int) -> list[str]:
     return [
         "import torch",
-        "with torch.no_grad():  # PyTorch stacks the LSTM gates as (input, forget, cell, output)",
+        "with torch.no_grad():  # gates: LSTM (input, forget, cell, output), GRU (reset, update, new)",
         f"    for name in {json.dumps(list(p['layers']))}:",
         "        lstm = model.get_submodule(name)",
         "        h = lstm.hidden_size",
@@ -193,7 +284,8 @@ def _forget_code(p: Mapping[str, Any], _seed: int) -> list[str]:
     ]
 
 
-FORGET_GATE_BIAS = Kind(0, lambda p: f"LSTM forget-gate bias {p['value']:g} in {_names(p['layers'])}", _forget_apply, _forget_code, _unchanged)
+FORGET_GATE_BIAS = Kind(0, lambda p: f"forget-gate bias {p['value']:g} (a GRU's update gate) in {_names(p['layers'])}",
+                        _forget_apply, _forget_code, _unchanged)  # fmt: skip
 
 
 # -- replacing modules ------------------------------------------------------------------------------
@@ -290,12 +382,31 @@ INSERT_NORMALIZATION = Kind(
 )
 
 
+def _qk_apply(model: nn.Module, p: Mapping[str, Any], _seed: int) -> Notes:
+    for name, heads, head_dim, parts, normalize in p["targets"]:
+        replace(model, name, QKNorm(model.get_submodule(name), heads, head_dim, parts, tuple(normalize)))
+    return {name: f"QKNorm({heads} heads of {head_dim})" for name, heads, head_dim, _, _ in p["targets"]}
+
+
+def _qk_code(p: Mapping[str, Any], _seed: int) -> list[str]:
+    lines = ["from trainability.repair.surgery import QKNorm"]
+    for name, heads, head_dim, parts, normalize in p["targets"]:
+        lines += _replace_lines([(name, f"QKNorm(model.get_submodule({name!r}), {heads}, {head_dim}, {parts}, {tuple(normalize)!r})")])
+    return lines
+
+
+QK_LAYERNORM = Kind(3, lambda p: f"qk-layernorm on {_names([t[0] for t in p['targets']])}", _qk_apply, _qk_code, _unchanged)
+
+
 def _rnn_apply(model: nn.Module, p: Mapping[str, Any], seed: int) -> Notes:
     for name in p["layers"]:
         old = model.get_submodule(name)
         cls = nn.GRU if p["with"] == "gru" else LSTMAsRNN
         replace(model, name, cls(**_rnn_arguments(old)))
     notes = take_initialized(model, list(p["layers"]), "auto", seed)
+    if p.get("chrono"):
+        for name, said in _chrono_apply(model, list(p["layers"]), int(p["chrono"]), seed).items():
+            notes[name] = f"{notes[name]}; {said}" if name in notes else said
     return {n: f"{'GRU' if p['with'] == 'gru' else 'LSTMAsRNN'}; {v}" for n, v in notes.items()}
 
 
@@ -311,11 +422,13 @@ def _rnn_code(p: Mapping[str, Any], seed: int) -> list[str]:
         parent, _, child = name.rpartition(".")
         lines.append(f"old = model.get_submodule({name!r})")
         lines.append(f"setattr(model.get_submodule({parent!r}), {child!r}, {cls}(**{{k: getattr(old, k) for k in arguments}}))")
-    return lines + _init_code(list(p["layers"]), "auto", seed, False)
+    lines += _init_code(list(p["layers"]), "auto", seed, False)
+    return lines + (_chrono_code(list(p["layers"]), int(p["chrono"]), seed) if p.get("chrono") else [])
 
 
 REPLACE_RNN = Kind(
-    4.5, lambda p: f"{'nn.GRU' if p['with'] == 'gru' else 'an LSTM (LSTMAsRNN)'} instead of the plain RNN {_names(p['layers'])}",
+    4.5, lambda p: f"{'nn.GRU' if p['with'] == 'gru' else 'an LSTM (LSTMAsRNN)'} instead of the plain RNN {_names(p['layers'])}"
+                   + (f", chrono gate biases for {p['chrono']} steps" if p.get("chrono") else ""),
     _rnn_apply, _rnn_code, _unchanged,
 )  # fmt: skip
 
@@ -330,17 +443,35 @@ def _lr_train(p: Mapping[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _optimizer_train(p: Mapping[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    return {**settings, "optimizer": p["optimizer"], "lr": p.get("lr"), "momentum": 0.0}
+    return {**settings, "optimizer": p["optimizer"], "lr": p.get("lr"), "momentum": 0.0, "eps": None}
+
+
+def _lr_describe(p: Mapping[str, Any]) -> str:
+    if p.get("lr") is None:
+        below = f"{p['below']:g}x below " if p.get("below", 1.0) != 1.0 else ""
+        return f"learning rate {below}the range test's choice"
+    how = p.get("source") or (f"x{p['factor']:g}" if p.get("factor") is not None else "")
+    return f"learning rate {p['lr']:.3g}" + (f" ({how})" if how else "")
 
 
 def _training_code(_p: Mapping[str, Any], _seed: int) -> list[str]:
     return []
 
 
-CLIP_GRADIENTS = Kind(4, lambda p: f"clip gradients at norm {p['clip_norm']:g}", _no_model_change, _training_code, _clip_train)
-LOWER_LEARNING_RATE = Kind(5, lambda p: f"learning rate {p['lr']:g} (x{p['factor']:g})", _no_model_change, _training_code, _lr_train)
+CLIP_GRADIENTS = Kind(
+    4, lambda p: f"clip gradients at norm {p['clip_norm']:.3g}" + (f" ({p['source']})" if p.get("source") else ""),
+    _no_model_change, _training_code, _clip_train,
+)  # fmt: skip
+LOWER_LEARNING_RATE = Kind(5, _lr_describe, _no_model_change, _training_code, _lr_train)
+WARMUP = Kind(5, lambda p: f"warm the learning rate up over {p['steps']} steps", _no_model_change, _training_code,
+              lambda p, s: {**s, "warmup": int(p["steps"])})  # fmt: skip
+SET_ADAM_EPS = Kind(5, lambda p: f"Adam's epsilon {p['eps']:g}", _no_model_change, _training_code,
+                    lambda p, s: {**s, "eps": float(p["eps"])})  # fmt: skip
+Z_LOSS = Kind(5, lambda p: f"z-loss {p['coefficient']:g} x log^2 Z", _no_model_change, _training_code,
+              lambda p, s: {**s, "z_loss": float(p["coefficient"])})  # fmt: skip
 CHANGE_OPTIMIZER = Kind(
-    5, lambda p: f"{p['optimizer']} at {'its default learning rate' if p.get('lr') is None else p['lr']}",
+    5, lambda p: f"{p['optimizer']} at " + ("its default learning rate" if p.get("lr") is None else f"learning rate {p['lr']:.3g}")
+                 + (f" ({p['source']})" if p.get("source") else ""),
     _no_model_change, _training_code, _optimizer_train,
 )  # fmt: skip
 
@@ -349,14 +480,19 @@ KINDS: dict[str, Kind] = {
     "reinitialize": REINITIALIZE,
     "recurrent_init": RECURRENT_INIT,
     "forget_gate_bias": FORGET_GATE_BIAS,
+    "chrono_init": CHRONO_INIT,
     "scale_residual_branches": SCALE_RESIDUAL_BRANCHES,
     "swap_activation": SWAP_ACTIVATION,
     "replace_dropout": REPLACE_DROPOUT,
     "insert_normalization": INSERT_NORMALIZATION,
+    "qk_layernorm": QK_LAYERNORM,
     "clip_gradients": CLIP_GRADIENTS,
     "replace_rnn": REPLACE_RNN,
     "lower_learning_rate": LOWER_LEARNING_RATE,
+    "warmup": WARMUP,
+    "set_adam_eps": SET_ADAM_EPS,
+    "z_loss": Z_LOSS,
     "change_optimizer": CHANGE_OPTIMIZER,
 }
-#: Kinds that change only the training settings.
-TRAINING_ONLY = frozenset({"clip_gradients", "lower_learning_rate", "change_optimizer"})
+#: Kinds that change only the training settings (the doctor at initialization cannot judge them).
+TRAINING_ONLY = frozenset({"clip_gradients", "lower_learning_rate", "warmup", "set_adam_eps", "z_loss", "change_optimizer"})

@@ -45,7 +45,7 @@ def learning_curves(result: Any) -> bytes:
     key = "val_accuracy" if classification else "val_loss"
     with style() as plt:
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-        runs = [(a, OTHER, 1.0, a.candidate.label) for a in result.attempts if a is not result.winner]  # type: ignore[union-attr]
+        runs = [(a, OTHER, 1.0, a.candidate.label) for a in result.trained if a is not result.winner]  # type: ignore[union-attr]
         runs.append((result.probe, BAD, 2.2, "the network as it is"))
         if result.winner is not None:
             runs.append((result.winner, GOOD, 2.2, f"repaired: {result.change.label}"))
@@ -54,7 +54,7 @@ def learning_curves(result: Any) -> bytes:
             shown = label if colour != OTHER else None
             left.plot(xs, [e.get(key) for e in attempt.epochs], color=colour, lw=width, marker="o", ms=3, label=shown)
             right.plot(xs, [e.get("loss") for e in attempt.epochs], color=colour, lw=width, marker="o", ms=3)
-        if any(a is not result.winner for a in result.attempts):
+        if any(a is not result.winner for a in result.trained):
             left.plot([], [], color=OTHER, lw=1.0, label="other candidates")
         left.axhline(result.criterion.threshold(), color="#5b6475", ls="--", lw=1, label="the criterion's threshold")
         right.axhline(result.criterion.prior_loss, color="#5b6475", ls=":", lw=1, label="a constant prediction's loss")
@@ -107,16 +107,18 @@ def _attempts(result: Any) -> Section:
                  numeric=(0, 4, 6, 7))  # fmt: skip
     notes = []
     if result.untried:
-        notes.append(f"{result.untried} later candidate(s) were not needed: the search stops at the first that trains "
-                     "(all=True / --all runs every one and ranks them).")  # fmt: skip
+        notes.append(f"{result.untried} later ladder(s) of candidates were not needed: the search stops at the first that "
+                     "trains (all=True / --all trains every one for the whole budget and ranks them).")  # fmt: skip
     if result.skipped:
         notes.append("Not applicable to this model: " + "; ".join(escape(s) for s in result.skipped) + ".")
     if result.ran_here:
         notes.append(f"Candidates ran in this process: {escape(result.ran_here)}.")
     body += "".join(paragraph(n, "note") for n in notes)
-    return Section("Every candidate tried", body, anchor="candidates",
-                   lead="In the order tried, smallest change first; each trained from the same initial weights on the "
-                        f"same batches with seed {result.seed} for {result.budget_steps} steps.")  # fmt: skip
+    return Section("Every candidate considered", body, anchor="candidates",
+                   lead="In the order considered. Screened out: the doctor at initialization still found the error the "
+                        "candidate was meant to fix, so it was never trained. The others raced from the same initial weights "
+                        f"on the same batches with seed {result.seed}: dropped when behind the others on a prefix "
+                        f"(successive halving), at most {result.budget_steps} steps each.")  # fmt: skip
 
 
 def _change(result: Any) -> Section:
@@ -132,6 +134,9 @@ def _change(result: Any) -> Section:
 def _doctor(result: Any) -> Section:
     blocks = []
     for title, report in (("before", result.before), ("after", result.after)):
+        if report is None:
+            blocks.append(f"<div><h3>{title}</h3>{paragraph(escape(f'The doctor could not diagnose the repaired model: {result.after_error}'), 'note')}</div>")
+            continue
         items = "".join(f"<li>{badge(f.severity, 'bad' if f.severity == 'error' else 'warn')} <b>{escape(f.kind)}</b>: "
                         f"{escape(f.message)}</li>" for f in report.findings) or f"<li>{badge('healthy', 'good')}</li>"  # fmt: skip
         blocks.append(f"<div><h3>{title}</h3>{image(_doctor_png(report), f'doctor {title}')}<ul class='order'>{items}</ul></div>")
@@ -146,16 +151,21 @@ def _about(result: Any) -> Section:
     from trainability._version import __version__
 
     model = result.original
-    settings = result.settings
+
+    def said(settings: dict[str, Any]) -> str:
+        extra = [f"{k} {settings[k]:g}" for k in ("clip_norm", "warmup", "eps", "z_loss") if settings.get(k) is not None]
+        return (f"{settings['optimizer']}, lr {settings['lr'] if settings['lr'] is not None else 'default'}, momentum "
+                f"{settings['momentum']:g}, batch {settings['batch_size']}" + "".join(f", {e}" for e in extra))
+
     rows = [
         ["data", escape(result.data)],
         ["model", escape(f"{type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters")],
-        ["training", escape(f"{settings['optimizer']}, lr {settings['lr'] if settings['lr'] is not None else 'default'}, "
-                            f"momentum {settings['momentum']:g}, batch {settings['batch_size']}; {result.budget_steps} "
-                            f"steps per run, evaluated every {max(result.budget_steps // 10, 1)}")],
+        ["training (asked)", escape(f"{said(result.original_settings)}; {result.budget_steps} steps per run, evaluated every "
+                                    f"{max(result.budget_steps // 10, 1)}")],
+        ["training (to use)", escape(said(result.settings))],
         ["criterion", escape(result.criterion.describe())],
-        ["cost", escape(f"{result.steps} training steps in all ({result.steps / result.budget_steps:.2f} budgets), "
-                        f"{result.seconds:.1f} s wall-clock, {result.workers} worker(s)")],
+        ["cost", escape(f"{result.steps} training steps in all ({result.steps / result.budget_steps:.2f} budgets; "
+                        f"{result.extra_steps} of them range tests), {result.seconds:.1f} s wall-clock, {result.workers} worker(s)")],
         ["software", escape(f"trainability {__version__}, torch {torch.__version__}, Python {platform.python_version()}")],
         ["machine", escape(f"{platform.node()} ({platform.machine()})")],
     ]  # fmt: skip
@@ -169,7 +179,8 @@ def write_report(result: Any, folder: Path) -> Path:
     curves = learning_curves(result)
     (folder / "learning_curves.png").write_bytes(curves)
     (folder / "doctor_before.png").write_bytes(_doctor_png(result.before))
-    (folder / "doctor_after.png").write_bytes(_doctor_png(result.after))
+    if result.after is not None:
+        (folder / "doctor_after.png").write_bytes(_doctor_png(result.after))
     (folder / "snippet.py").write_text(result.snippet, encoding="utf-8")
     (folder / "result.json").write_text(result.to_json(), encoding="utf-8")
     before, after = result.probe.score, result.winner.score if result.winner else None
@@ -178,7 +189,8 @@ def write_report(result: Any, folder: Path) -> Path:
         Tile("verdict", badge(result.verdict.replace("_", " "), tone), escape(result.change.label) if result.change else ""),
         Tile("validation score", f"{_score(before)} &rarr; {_score(after)}" if after is not None else _score(before),
              "the network as it is &rarr; repaired, same budget"),
-        Tile("candidates tried", str(len(result.attempts)), f"{result.untried} not needed" if result.untried else ""),
+        Tile("candidates trained", str(len(result.trained)), f"{len(result.screened_out)} screened out by the doctor"
+             + (f"; {result.untried} ladders not needed" if result.untried else "")),
         Tile("cost", f"{result.steps / result.budget_steps:.2f} runs", f"{result.steps} steps, {result.seconds:.1f} s"),
     ]  # fmt: skip
     sections = [

@@ -1,5 +1,6 @@
-"""Module surgery for repair's candidates: what a model runs, in what order, and how to replace
-one of its modules in place.
+"""Module surgery for repair's candidates: what a model runs, in what order, which of its layers
+end residual branches, how long its recurrent layers' sequences are, and how to replace one of its
+modules in place.
 
 The doctor names layers by module name (``"0"``, ``"blocks.3"``), by weight (``"rnn.weight_hh_l0"``)
 or by a point of the residual stream (``"blocks.3:output"``); :func:`module_name` maps each to
@@ -11,16 +12,18 @@ Activations applied as functions inside ``forward`` (``F.relu``) have no module 
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from trainability import adapters
 from trainability.graph import (
     activation_of,
     block_groups,
+    evaluating,
     hooked_modules,
     is_norm,
     is_transparent,
@@ -59,6 +62,8 @@ class Structure:
     output_rank: dict[str, int] = field(default_factory=dict)
     skips: bool = False
     blocks: list[list[str]] = field(default_factory=list)  # groups of sibling blocks (graph.block_groups)
+    branches: list[Branch] = field(default_factory=list)  # residual branches on the traced graph
+    steps: dict[str, int] = field(default_factory=dict)  # recurrent module -> time steps it reads
 
     def feeding(self, activation: str) -> list[str]:
         """The weight layers whose output this activation module consumes."""
@@ -88,7 +93,102 @@ def trace(model: nn.Module, sample: Any) -> Structure:
                 break
     skips = skip_connections(model)
     weights = [n for n, _, _ in adapters.weight_modules(model)]
-    return Structure(order, weights, after, {n: ranks[n] for n in after}, bool(skips), block_groups(model))
+    return Structure(order, weights, after, {n: ranks[n] for n in after}, bool(skips), block_groups(model),
+                     residual_branches(model), sequence_lengths(model, sample))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A residual branch ``x + f(x)``: ``end`` is the weight layer whose output joins the stream,
+    ``inner`` the branch's other weight layers (execution order); ``normalized`` whether a
+    normalization layer runs inside the branch."""
+
+    end: str
+    inner: tuple[str, ...]
+    normalized: bool
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return (*self.inner, self.end)
+
+
+_ADDS = (operator.add, operator.iadd, torch.add)
+
+
+def residual_branches(model: nn.Module) -> list[Branch]:
+    """The residual branches of a model, found on its traced graph (``torch.fx``), whoever adds
+    them: a block module, or a loop in the parent's ``forward`` (``h = h + b(relu(a(h)))``). An
+    addition is residual when every module that feeds one operand (the stream) also feeds the
+    other (the branch): the branch's layers are those that feed only the second. Two parallel
+    branches added together, or a projection shortcut, are not. ``[]`` for a plain stack or a
+    model that cannot be traced (``transformers`` models: their blocks are found as modules)."""
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - untraceable: the module-level view is used instead
+        return []
+    modules = dict(model.named_modules())
+    weights = {n for n, _, _ in adapters.weight_modules(model)}
+    feeding: dict[fx.Node, frozenset[str]] = {}
+    position: dict[str, int] = {}
+    branches: list[Branch] = []
+    for node in graph.nodes:
+        upstream = frozenset().union(*(feeding[a] for a in node.all_input_nodes if a in feeding))
+        if node.op == "call_module":
+            position.setdefault(str(node.target), len(position))
+            upstream = upstream | {str(node.target)}
+        feeding[node] = upstream
+        add = (node.op == "call_function" and any(node.target is f for f in _ADDS)) or (
+            node.op == "call_method" and node.target in ("add", "add_"))  # fmt: skip
+        operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+        if not add or len(operands) != 2:
+            continue
+        a, b = (feeding.get(o, frozenset()) for o in operands)
+        if a < b:
+            only = b - a
+        elif b < a:
+            only = a - b
+        else:
+            continue
+        layers = sorted((n for n in only if n in weights), key=position.__getitem__)
+        if layers:
+            normalized = any(is_norm(modules[n]) for n in only if n in modules)
+            branches.append(Branch(layers[-1], tuple(layers[:-1]), normalized))
+    return branches
+
+
+RECURRENT = (nn.RNN, nn.LSTM, nn.GRU)
+
+
+def sequence_lengths(model: nn.Module, sample: Any) -> dict[str, int]:
+    """The number of time steps each ``nn.RNN``/``nn.LSTM``/``nn.GRU`` reads on ``sample`` (one
+    eval-mode pass): what chrono initialization needs (Tallec & Ollivier 2018)."""
+    from trainability.batches import Batch
+
+    found: dict[str, int] = {}
+    recurrent = [(n, m) for n, m in model.named_modules() if isinstance(m, RECURRENT)]
+    if not recurrent:
+        return found
+
+    def hook(name: str):  # noqa: ANN202
+        def record(module: nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and x.dim() == 3:
+                found.setdefault(name, int(x.shape[1] if module.batch_first else x.shape[0]))
+            elif isinstance(x, torch.Tensor) and x.dim() == 2:  # unbatched: (steps, features)
+                found.setdefault(name, int(x.shape[0]))
+
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in recurrent]
+    try:
+        with evaluating(model), torch.no_grad():
+            Batch.of(sample)(model)
+    except Exception:  # noqa: BLE001 - the lengths are a hint; the trace itself has run
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return found
 
 
 def norm_for(module: nn.Module, rank: int, norm: str) -> tuple[str, int] | None:
@@ -122,3 +222,65 @@ class LSTMAsRNN(nn.LSTM):
         state = None if hx is None else (hx, torch.zeros_like(hx))
         output, (h, _) = super().forward(input, state)
         return output, h
+
+
+class QKNorm(nn.Module):
+    """A query or key projection followed by layer norm over each head's features
+    (qk-layernorm; Dehghani et al. 2023, Wortsman et al. 2024): the attention logit
+    ``q . k / sqrt(d)`` can then no longer grow with the norms of q and k. ``parts`` and
+    ``normalize`` cover packed projections: GPT-2's ``c_attn`` outputs q, k and v side by side
+    (``parts=3, normalize=(0, 1)``).
+
+    >>> import torch
+    >>> q = QKNorm(nn.Linear(16, 16), heads=4, head_dim=4)
+    >>> tuple(q(torch.randn(2, 5, 16)).shape)
+    (2, 5, 16)
+    """
+
+    def __init__(self, projection: nn.Module, heads: int, head_dim: int, parts: int = 1,
+                 normalize: tuple[int, ...] = (0,)) -> None:  # fmt: skip
+        super().__init__()
+        self.projection = projection
+        self.heads, self.head_dim, self.parts, self.normalize = heads, head_dim, parts, tuple(normalize)
+        self.norms = nn.ModuleList(nn.LayerNorm(head_dim) for _ in self.normalize)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.projection(x)
+        chunks = list(y.split(self.heads * self.head_dim, dim=-1))
+        for norm, part in zip(self.norms, self.normalize, strict=True):
+            c = chunks[part]
+            chunks[part] = norm(c.unflatten(-1, (self.heads, self.head_dim))).flatten(-2)
+        return torch.cat(chunks, dim=-1) if self.parts > 1 else chunks[0]
+
+
+_HEADS = ("num_attention_heads", "num_heads", "n_head", "n_heads")
+_QK = (("query", "key"), ("q_proj", "k_proj"), ("wq", "wk"), ("q", "k"))
+
+
+def qk_targets(model: nn.Module, names: list[str] | None = None) -> list[tuple[str, int, int, int, tuple[int, ...]]]:
+    """Where qk-layernorm can go: ``(projection module, heads, head_dim, parts, normalize)`` for
+    attention modules (among ``names``, or their parents/children, or all) with separate query and
+    key projections (BERT's ``query``/``key``, ``q_proj``/``k_proj``) or GPT-2's packed ``c_attn``,
+    and a head count attribute. ``nn.MultiheadAttention`` packs its projections inside one
+    function call: there is nothing to wrap."""
+    found = []
+    for name, module in model.named_modules():
+        if names is not None and not any(name == n or name.startswith(n + ".") or n.startswith(name + ".") for n in names):
+            continue
+        heads = next((int(getattr(module, h)) for h in _HEADS if isinstance(getattr(module, h, None), int)), None)
+        if heads is None or heads < 1:
+            continue
+        prefix = f"{name}." if name else ""
+        pair = next(((q, k) for q, k in _QK if isinstance(getattr(module, q, None), nn.Linear)
+                     and isinstance(getattr(module, k, None), nn.Linear)), None)  # fmt: skip
+        if pair is not None:
+            q = getattr(module, pair[0])
+            head_dim = int(getattr(module, "attention_head_size", getattr(module, "head_dim", q.out_features // heads)))
+            if heads * head_dim == q.out_features:
+                found += [(prefix + pair[0], heads, head_dim, 1, (0,)), (prefix + pair[1], heads, head_dim, 1, (0,))]
+            continue
+        packed = getattr(module, "c_attn", None)
+        width = getattr(packed, "nf", None)
+        if packed is not None and isinstance(width, int) and width % 3 == 0 and (width // 3) % heads == 0:
+            found.append((prefix + "c_attn", heads, width // 3 // heads, 3, (0, 1)))
+    return found
