@@ -344,3 +344,20 @@ def test_beyond_depth_scale_for_ordered_tanh_and_not_at_criticality():
     assert "ordered" in finding.message and "re-initialize with glorot_uniform" in finding.fix
     # at the edge of chaos (sigma_w^2 = 1.76) xi_c is large: no such finding
     assert not diagnose(tanh_stack(40, 1.76), X, Y).by_kind("beyond_depth_scale")
+
+
+def test_a_layer_of_zeros_is_no_variance_mismatch_and_no_crash():
+    # a zero-initialized layer (Fixup's or SkipInit's branch end, a zeroed head) has variance 0:
+    # no initializer drew it wrong, and log(0) must not take the doctor down
+    import torch
+    from torch import nn
+
+    from trainability import diagnose, initialize
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    initialize(model, seed=0)
+    with torch.no_grad():
+        model[2].weight.zero_()
+    report = diagnose(model, torch.randn(64, 16), torch.randint(0, 4, (64,)))
+    assert not [f for f in report.findings if f.kind == "init_mismatch" and "2" in f.layers]

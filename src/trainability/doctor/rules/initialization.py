@@ -75,6 +75,8 @@ def init_mismatch(ev: Evidence) -> list[Finding]:
             segments.append([])
         elif _governed(ev, name):
             ratio, target = _variance_ratio(ev, ev.links[name])
+            if ratio == 0:  # all-zero weights are zero-initialized on purpose (Fixup, SkipInit), not drawn wrong
+                continue
             if not 1 / MISMATCH_FACTOR <= ratio <= MISMATCH_FACTOR:
                 segments[-1].append((name, ratio, target))
     closed.append(False)
