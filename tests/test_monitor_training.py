@@ -8,10 +8,12 @@ first step to the last.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+from torch import nn
 import training_cases as C
 
 from trainability.monitor import rules
@@ -268,3 +270,28 @@ def test_a_turbulent_start_that_trains_is_no_rate_too_high(seed):
     late = sorted(run.losses[-50:])
     assert late[25] < 0.4  # it trains (the median of its last 50 batch losses: the first seed jumps 2.5, 8.2, 0.9 first)
     assert not {"learning_rate_too_high", "learning_rate_too_low"} & run.kinds(), run.monitor.summary()
+
+
+# -- a broken initialization is the cause, not the rate --------------------------------------------------
+def test_a_broken_initialization_is_not_blamed_on_the_rate():
+    """A ReLU stack on N(0, 1) weights diverges with SGD at every rate from 1e-1 down to 1e-4, and
+    trains at 1e-2 once initialized for ReLU: the cause is the initialization (named at step 0), so
+    no rate verdict, and no explosion or dead units after it, are reported as findings of their own."""
+    broken = C.mlp(depth=6)
+    torch.manual_seed(0)
+    for layer in broken.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, 1.0)
+            nn.init.zeros_(layer.bias)
+    initial = copy.deepcopy(broken.state_dict())
+    for lr in (1e-2, 1e-4):
+        broken.load_state_dict(initial)
+        run = C.train(broken, torch.optim.SGD(broken.parameters(), lr=lr), C.digit_batches(), 40, stop_on_nan=False)
+        assert run.first_non_finite is not None  # it fails, whatever the rate
+        kinds = [(f.kind, f.step) for f in run.monitor.findings]
+        assert kinds[0] == ("exploding_gradients", 0), run.monitor.summary()
+        assert not {"learning_rate_too_high", "learning_rate_too_low"} & run.kinds(), run.monitor.summary()
+        assert not [k for k, step in kinds if k in {"exploding_gradients", "dead_units"} and step > 0], kinds
+    healthy = C.mlp(depth=6)  # the same stack initialized for ReLU: trains at 1e-2, silently
+    run = C.train(healthy, torch.optim.SGD(healthy.parameters(), lr=1e-2), C.digit_batches(), 200)
+    assert run.tail() < 0.5 * run.losses[0] and not run.monitor.findings, run.monitor.summary()

@@ -71,6 +71,12 @@ CAUSES = frozenset({"learning_rate_too_high", "attention_logit_growth", "adam_ep
 ONCE = frozenset({"learning_rate_too_high", "learning_rate_too_low", "output_logit_divergence"})
 #: What follows from a cause already named: not reported again as a finding of its own.
 CONSEQUENCES = frozenset({"exploding_gradients", "vanishing_gradients", "dead_units", "saturated_units"})
+#: The doctor's errors at the first record that say the initialization is broken.
+INIT_FAILURES = frozenset({"exploding_gradients", "vanishing_gradients", "saturated_units"})
+#: Verdicts on the step size and the output's drift: not said of a run whose initialization is broken
+#: (an INIT_FAILURES error at the first record). Such a run fails whatever the rate and its cure is the
+#: initialization: a ReLU stack on N(0, 1) weights diverges with SGD at 1e-4 as at 1e-1.
+RATE_KINDS = frozenset({"learning_rate_too_high", "learning_rate_too_low", "output_logit_divergence"})
 #: Name of the rows that describe the whole model (loss, learning rate, output) in ``rows``.
 MODEL = "(model)"
 
@@ -147,6 +153,7 @@ class Monitor:
         self._dense_until = -1
         self._diagnosing = False
         self._explained = False
+        self._broken_at_init = False
         self._last_inputs: Batch | None = None
         self._last_loss: torch.Tensor | None = None
         self._output: dict[str, torch.Tensor] | None = None
@@ -449,15 +456,22 @@ class Monitor:
         evidence.reported |= {f.kind for f in found}
         found += rules.too_low(evidence)
         caused = (self._kinds | {f.kind for f in found}) & CAUSES
+        at_init: list[Finding] = []
         if record.layers:
             doctor = self._doctor(record, capture)
             if record.step == self.records[0].step:
-                found += doctor
-            elif not caused:
+                at_init = doctor
+                self._broken_at_init = any(f.severity == "error" and f.kind in INIT_FAILURES for f in doctor)
+            elif not (caused or self._broken_at_init):
                 lr = record.lr
                 found += [_training_fix(f, lr) for f in doctor if f.kind not in {g.kind for g in found}]
-        if caused:  # explosions, dying and saturating units that follow a named cause are its consequences
+        if caused or self._broken_at_init:
+            # explosions, dying and saturating units that follow a named cause (or a broken
+            # initialization) are its consequences
             found = [f for f in found if f.kind not in CONSEQUENCES]
+        if self._broken_at_init:  # the step size is not to blame while the initialization is
+            found = [f for f in found if f.kind not in RATE_KINDS]
+        found += at_init
         return [f for finding in found for f in self._new(finding, record.step)]
 
     def _spikes(self, evidence: rules.TrainingEvidence) -> list[Finding]:
@@ -548,7 +562,7 @@ class Monitor:
         return plot_monitor(self, Path(path))
 
     _STATE = ("steps_done", "rows", "findings", "records", "_reported", "_kinds", "_spikes_seen", "_last_spike",
-              "_dense_until", "_explained", "_levels")  # fmt: skip
+              "_dense_until", "_explained", "_levels", "_broken_at_init")  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """What the monitor knows, to resume it with a checkpoint (``fit`` saves it with its own):
