@@ -42,6 +42,11 @@ class Script:
     modules: tuple[str, ...] = ()  # Python packages it cannot run without
     programs: tuple[str, ...] = ()  # executables it cannot run without
     quick_programs: tuple[str, ...] = ()
+    file: str = ""  # the script's file, where it is not ``{name}.py`` (one script, two sections)
+
+    @property
+    def path(self) -> Path:
+        return HERE / f"{self.file or self.name}.py"
 
 
 SCRIPTS = [
@@ -60,7 +65,10 @@ SCRIPTS = [
     Script("perf_compile"),
     Script("perf_peak"),
     Script("fit_compile"),
-    Script("repair_suite", full=[], modules=("mnist1d", "sklearn")),
+    Script("repair_suite", full=[], modules=("mnist1d", "sklearn", "transformers")),
+    Script("repair_held_out", full=["--held-out"], quick=["--quick", "--held-out"], modules=("mnist1d", "sklearn"),
+           file="repair_suite"),  # fmt: skip
+    Script("find_lr_sweep", modules=("mnist1d", "sklearn")),
     # the earlier benchmarks
     Script("doctor_latency", quick=["--repeats", "1"], modules=("transformers",)),
     Script("monitor_overhead", quick=["--slices", "1"]),
@@ -137,7 +145,7 @@ def main() -> None:
         t0, load = time.perf_counter(), os.getloadavg()[0]
         log = scratch / f"{script.name}.log"
         with open(log, "w") as out:
-            done = subprocess.run([sys.executable, str(HERE / f"{script.name}.py"), *argv], cwd=HERE.parent, env=env,
+            done = subprocess.run([sys.executable, str(script.path), *argv], cwd=HERE.parent, env=env,
                                   stdout=out, stderr=subprocess.STDOUT, timeout=30 * 60)  # fmt: skip
         seconds = time.perf_counter() - t0
         text = log.read_text()
