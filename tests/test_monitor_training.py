@@ -13,8 +13,8 @@ import math
 
 import pytest
 import torch
-from torch import nn
 import training_cases as C
+from torch import nn
 
 from trainability.monitor import rules
 
