@@ -150,10 +150,12 @@ def lightning_run(out: Path, devices: int) -> dict[str, Any]:
 def accelerate_run(out: Path, broken: bool, mixed_precision: str = "no") -> dict[str, Any]:
     """``accelerator.prepare`` and a plain loop, with the Monitor on the prepared model."""
     from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
 
     from trainability import Monitor
 
-    accelerator = Accelerator(cpu=True, mixed_precision=mixed_precision)
+    timeout = InitProcessGroupKwargs(backend="gloo", timeout=timedelta(seconds=TIMEOUT))
+    accelerator = Accelerator(cpu=True, mixed_precision=mixed_precision, kwargs_handlers=[timeout])
     torch.manual_seed(0)
     model = bert(layers=2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=BROKEN_LR if broken else HEALTHY_LR)
@@ -191,6 +193,11 @@ def main(argv: list[str]) -> None:
     else:
         raise ValueError(f"unknown run {run!r}: hf, lightning or accelerate")
     (out / f"{run}.{result['rank']}.json").write_text(json.dumps(result))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Ranks leave together and close the process group themselves: a gloo group still open
+        # at interpreter exit can abort a rank ("terminate called without an active exception").
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
