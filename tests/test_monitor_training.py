@@ -295,3 +295,79 @@ def test_a_broken_initialization_is_not_blamed_on_the_rate():
     healthy = C.mlp(depth=6)  # the same stack initialized for ReLU: trains at 1e-2, silently
     run = C.train(healthy, torch.optim.SGD(healthy.parameters(), lr=1e-2), C.digit_batches(), 200)
     assert run.tail() < 0.5 * run.losses[0] and not run.monitor.findings, run.monitor.summary()
+
+
+# -- every step: light records between full ones ----------------------------------------------------------
+def test_every_step_records_are_light_between_full_ones_and_their_gradient_norms_are_autograds():
+    """At ``every=1`` one record in DETAIL_EVERY is in full detail; the others hold the loss, the
+    rate and each weight's gradient norm, which equal plain autograd's at that step."""
+    from trainability import Monitor
+    from trainability.monitor.core import DETAIL_EVERY
+
+    model = C.mlp()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = C.digit_batches()
+    weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    seen: list[list[float]] = []
+    with Monitor(model, optimizer, every=1) as monitor:
+        for step in range(3 * DETAIL_EVERY + 5):
+            x, y = batches(step)
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            seen.append(sorted(float(w.grad.norm()) for w in weights))
+            monitor.step()
+            optimizer.step()
+    records = monitor.records
+    assert [r.step for r in records] == list(range(len(seen)))  # every step recorded
+    detailed = [r.step for r in records if r.detail]
+    assert detailed[:DETAIL_EVERY] == list(range(DETAIL_EVERY))  # the first steps in full
+    assert all(b - a == DETAIL_EVERY for a, b in zip(detailed[DETAIL_EVERY - 1:], detailed[DETAIL_EVERY:], strict=False))
+    assert detailed[DETAIL_EVERY:] == [2 * DETAIL_EVERY - 1, 3 * DETAIL_EVERY - 1]
+    for record in records:
+        norms = sorted(s.weight_grad_norm for s in record.layers if s.role == "weight" and s.weight_grad_norm is not None)
+        assert norms == pytest.approx(seen[record.step], rel=1e-5), record.step
+        if not record.detail:  # nothing measured that a light record does not measure
+            assert not record.updates and not record.eps and not record.attention
+            assert all(s.std is None and s.dead_fraction is None for s in record.layers)
+        else:
+            assert any(s.std is not None for s in record.layers)
+
+
+def test_every_step_history_equals_recomputing_it_from_the_records():
+    """The monitor keeps what the rules read from every record as records arrive (no pass over
+    the whole run at each step); it equals what the records and losses give when recomputed."""
+    model = C.mlp()
+    run = C.train(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), C.digit_batches(), 60, every=1)
+    kept = run.monitor._history
+    again = rules.History.of(run.monitor.records, run.monitor.losses)
+    assert len(kept.levels) == 60 and kept.levels == pytest.approx(again.levels)
+    assert kept.max_lr == again.max_lr == 0.05 and kept.first_dead == again.first_dead
+    assert kept.max_update_initial == pytest.approx(again.max_update_initial) and kept.max_update_initial > 0
+    assert [kept.lowest_level(k) for k in (1, 2, 10)] == pytest.approx([again.lowest_level(k) for k in (1, 2, 10)])
+    assert run.monitor.losses.highest() == pytest.approx(max(run.losses))
+
+
+def test_a_spike_at_every_step_is_named_at_its_own_step_from_a_light_record():
+    model = C.mlp()
+    run = C.train(model, torch.optim.Adam(model.parameters(), lr=1e-3), _flip_labels_at(153, C.digit_batches()), 170,
+                  every=1)  # fmt: skip
+    spiked = next(r for r in run.monitor.records if r.step == 153)
+    assert not spiked.detail  # between full records: the spike's own record is a light one
+    (found,) = [f for f in run.monitor.findings if f.kind == "loss_spike"]
+    assert found.step == 153 and "gradient spiked too" in found.message, run.monitor.summary()
+    assert all(r.detail for r in run.monitor.records if r.step > 153)  # recorded in full after it
+
+
+@pytest.mark.parametrize("name", ["gpt2, AdamW with warm-up and cosine decay", "mlp converging to a flat loss near 0"])
+def test_healthy_runs_recorded_at_every_step_are_silent(name):
+    steps = 250
+    if name.startswith("gpt2"):
+        model = C.gpt2()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+        run = C.train(model, optimizer, C.copy_batches(), steps, every=1,
+                      scheduler=C.warmup_cosine(optimizer, steps // 10, steps))  # fmt: skip
+    else:
+        model = C.mlp()
+        run = C.train(model, torch.optim.Adam(model.parameters(), lr=1e-3), C.digit_batches(), 2 * steps, every=1)
+    assert run.tail() < 0.5 * run.losses[0]
+    assert len(run.monitor.records) == len(run.losses) and not run.monitor.findings, run.monitor.summary()

@@ -30,6 +30,7 @@ from torch import nn
 
 from trainability import adapters, graph
 from trainability.distributed import Ledger
+from trainability.doctor.records import LayerStats
 
 #: A unit is saturated where phi'(x) is under this fraction of its maximum.
 SATURATION_THRESHOLD = 0.01
@@ -537,6 +538,34 @@ class Capture:
         for w, t in fresh:
             tensors[sum_op].append((where[sum_op][("w", w.name, "weight_sum")], t.sum(dtype=self._dtype or t.dtype)))
         self._fresh = [w.name for w, _ in fresh]
+
+    def stage_weight_grads(self, ledger: Ledger, *, sharded: bool = False) -> None:
+        """Only each weight's gradient norm, into ``ledger``, without a pass through the hooks (the
+        monitor's light records: what changes from one step to the next). One ``_foreach_norm``
+        over the gradients; a weight without one holds 0 and is marked absent. Read back with
+        :meth:`weight_grad_rows`."""
+        weights = [w for _, _, _, _, ws in self._leaves for w in ws]
+        present = [(i, _local_block(w, w.parameter_tensor.grad)) for i, w in enumerate(weights) if w.parameter_tensor.grad is not None]
+        norms = _norms([t for _, t in present], self._dtype) if present else []
+        ledger.put(("g", "has"), _fill(len(weights), [], [(i, 1.0) for i, _ in present]), "max")
+        ledger.put(("g", "norm"), _fill(len(weights), [(i, n) for (i, _), n in zip(present, norms, strict=True)], []),
+                   "sumsq" if sharded else "same")  # fmt: skip
+
+    def weight_grad_rows(self, values: dict[Any, list[float]]) -> list[LayerStats]:
+        """One :class:`~trainability.doctor.records.LayerStats` row per weight with a gradient,
+        holding its gradient norm only, from a ledger read after :meth:`stage_weight_grads`."""
+        has, norms = values.get(("g", "has"), []), values.get(("g", "norm"), [])
+        rows: list[LayerStats] = []
+        i = 0
+        for name, module, _, _, ws in self._leaves:
+            for w in ws:
+                if i < len(has) and has[i] > 0:
+                    g = norms[i]
+                    rows.append(LayerStats(name=w.name, type=type(module).__name__, role="weight", activation=None, mean=None,
+                                           std=None, weight_grad_norm=g, non_finite=None if math.isfinite(g) else "weight_grad",
+                                           module=name, weight_role=w.role))  # fmt: skip
+                i += 1
+        return rows
 
     def absorb(self, values: dict[Any, list[float]], *, grad_scale: float = 1.0) -> None:
         """Fill each record's values from a read ledger: mean and std from the sums, the dead and

@@ -58,11 +58,15 @@ from trainability.monitor.updates import UpdateProbe
 
 STATISTICS = ("mean", "std", "dead_fraction", "saturated_fraction", "grad_norm", "weight_std",
               "weight_grad_norm", "grad_weight_ratio")  # fmt: skip
-#: Where records come closer than this many steps (``every=1``), the update-to-weight ratio and the
-#: optimizer's state (slow to change) are measured at most this often: the weights' sample is then
-#: copied once in this many steps, not at every one.
-UPDATE_EVERY = 10
-#: After a loss spike, record every step for this many steps (a recurrence is then seen whole).
+#: Where the schedule records consecutive steps (``every=1``), one record in this many is in full
+#: detail (each layer's output and the gradient reaching it, the update-to-weight ratios, the
+#: optimizer's state, attention logits, the output's log-partition) and the others are light: the
+#: loss, the learning rate and each weight's gradient norm, what changes from one step to the next
+#: (a spike is still named with its gradients at its own step). A full record costs a pass through
+#: per-layer hooks; a light one, one norm over the gradients. Records further apart, those of the
+#: first steps and those right after a spike are all in full.
+DETAIL_EVERY = 10
+#: After a loss spike, record every step in full detail for this many steps (a recurrence is then seen whole).
 DENSE_AFTER_SPIKE = 50
 #: Findings that name a cause; the doctor's init-time verdicts after them are its consequences.
 CAUSES = frozenset({"learning_rate_too_high", "attention_logit_growth", "adam_epsilon_dominates", "non_finite",
@@ -194,10 +198,12 @@ class Monitor:
         if self._world > 1 and view.sharded:
             self._capture._weight_every = 1  # shards add up: every rank reads its own at every record (no cache)
         self._ledger = Ledger()
-        self._agreed = False
+        self._light_ledger = Ledger()
+        self._agreed: set[bool] = set()  # the ledgers (full, light) whose sizes the ranks agreed on
         self._order: list[tuple[str, nn.Module]] | None = None
-        self._levels: list[float | None] = []  # each record's median loss since the record before
-        self._last_update = -UPDATE_EVERY  # the last step whose update was measured
+        self._history = rules.History()  # what the rules read from every record so far
+        self._last_detail = -DETAIL_EVERY  # the last step recorded in full detail
+        self._armed = -1  # the last step whose forward ran while scheduled
         self._inside: dict[tuple[str, ...], set[str]] = {}
         self._handles = [self.model.register_forward_pre_hook(self._arm, with_kwargs=True),
                          self.model.register_forward_hook(self._output_hook)]  # fmt: skip
@@ -211,6 +217,11 @@ class Monitor:
     # -- when ---------------------------------------------------------------------------------------
     def _scheduled(self, step: int) -> bool:
         return self.schedule(step) or step <= self._dense_until
+
+    def _detailed(self, step: int) -> bool:
+        """Whether a record at ``step`` is in full detail (:data:`DETAIL_EVERY`)."""
+        light = step >= DETAIL_EVERY and step - self._last_detail < DETAIL_EVERY and self.schedule(step - 1)
+        return not light or step <= self._dense_until
 
     def _arm(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self._diagnosing:
@@ -233,7 +244,11 @@ class Monitor:
     def arm(self) -> None:
         """Attach the per-layer hooks if the coming step is scheduled. The model's forward does
         this itself; call it where a training step does not go through ``model(...)``."""
-        if self._scheduled(self.steps_done) and not self._capture.attached:
+        step = self.steps_done
+        if not self._scheduled(step):
+            return
+        self._armed = step
+        if self._detailed(step) and not self._capture.attached:
             self._capture.attach()
             if self._attention is not None:
                 self._attention.attach()
@@ -264,12 +279,12 @@ class Monitor:
         if value is not None and not math.isfinite(value) and not self._explained and self._world == 1:
             new += self._explain_non_finite(value, step, step)
         capture = self._capture
-        if capture.records or self._output is not None:
+        if capture.records or self._output is not None or self._armed == step:
             new += self._record(step)
-        if self._scheduled(step + 1) and self._updates.params and step + 1 - self._last_update >= UPDATE_EVERY:
-            self._updates.snapshot()  # the next step measures the update this step makes
-            self._last_update = step + 1
-        if capture.attached and not self._scheduled(step + 1):  # hooks stay on while steps run back to back
+        detail_next = self._scheduled(step + 1) and self._detailed(step + 1)
+        if detail_next and self._updates.params:
+            self._updates.snapshot()  # the next record measures the update this step makes
+        if capture.attached and not detail_next:  # hooks stay on while detailed steps run back to back
             capture.detach()
             if self._attention is not None:
                 self._attention.detach()
@@ -281,32 +296,41 @@ class Monitor:
         """Read this step's statistics (from every rank, in one collective) and judge them. Only
         the main rank moves them to the host and judges; the others return no finding."""
         capture = self._capture
-        ledger = self._ledger
-        ledger.clear()
         local = self._world > 1 and not getattr(self.view.given, "require_backward_grad_sync", True)  # DDP's no_sync()
         group_size = 1 if local else self._world
-        capture.stage(ledger, sharded=self.view.sharded)
-        self._stage(ledger)
+        detail = self._detailed(step)
+        ledger = self._ledger if detail else self._light_ledger  # a light record reads its few slots only
+        ledger.clear()
+        if detail:
+            self._last_detail = step
+            capture.stage(ledger, sharded=self.view.sharded)
+            self._stage(ledger)
+        else:
+            capture.stage_weight_grads(ledger, sharded=self.view.sharded)
         self.losses.stage(ledger)
-        first = not self._agreed
+        first = detail not in self._agreed
         values = ledger.read(None if local else self._group, host=self._main or local, agree=group_size > 1 and first)
-        self._agreed = self._agreed or group_size > 1
+        if group_size > 1:
+            self._agreed.add(detail)
         if values is None:  # another rank reports
             capture.reset()
             self.losses.absorb({}, 1)
             self._clear_probes()
             return []
-        capture.absorb(values, grad_scale=1.0 / group_size)
-        capture.read_time()
         stats: list[LayerStats] = []
         stream = []
+        if detail:
+            capture.absorb(values, grad_scale=1.0 / group_size)
+            capture.read_time()
+        else:
+            stats = capture.weight_grad_rows(values)
         if capture.records:
             if self._links is None:
                 self._links = find_consumers(self.view, order=capture.order)[0]
             stats = [row for r in capture.records.values() if r.role in ("weight", "activation")
                      for row in layer_stats(r, self._links, r.numel)]  # fmt: skip
             stream = block_stats(capture)
-        record = rules.Record(step, lr=effective_lr(self.optimizer), layers=stats, blocks=stream, local=local)
+        record = rules.Record(step, lr=effective_lr(self.optimizer), layers=stats, blocks=stream, local=local, detail=detail)
         self._absorb(record, values)
         self.losses.absorb(values, group_size)
         self.records.append(record)
@@ -360,7 +384,7 @@ class Monitor:
         """The training-time statistics of a read ledger, into the record."""
         names = self._updates.names
         keys = ("delta_sq", "weight_sq", "count", "initial_sq")
-        if names and all(("u", key) in values for key in keys):
+        if names and all(("u", key) in values for key in keys) and any(values[("u", "count")]):  # measured at this record
             measured = {key: values[("u", key)] for key in keys}
             record.updates = dict(zip(names, self._updates.ratios(measured), strict=True))
             record.updates_initial = dict(zip(names, self._updates.ratios(measured, initial=True), strict=True))
@@ -369,7 +393,7 @@ class Monitor:
                 active = values[("e", "active")][i]
                 if active > 0:
                     record.eps[name] = (values[("e", "dominated")][i] / active, math.exp(values[("e", "log_root")][i] / active))
-        if self._attention is not None:
+        if self._attention is not None and record.detail:
             seen = self._attention.values()
             record.attention = {layer.name: values[("a", layer.name)][0] for layer in self._attention.layers
                                 if ("a", layer.name) in values and (layer.name in seen or self._world > 1)}  # fmt: skip
@@ -412,9 +436,8 @@ class Monitor:
         if record.updates:
             out["update_ratio_max"] = record.max_update() or 0.0
             out["update_ratio_median"] = record.median_update() or 0.0
-        norms = [s.weight_grad_norm for s in record.layers if s.weight_grad_norm is not None]
-        if norms:
-            out["grad_norm"] = math.sqrt(sum(n * n for n in norms))
+        if record.grad_norm is not None:
+            out["grad_norm"] = record.grad_norm
         if record.attention:
             out["attention_logit_max"] = max(record.attention.values())
         if record.log_z is not None:
@@ -439,8 +462,9 @@ class Monitor:
         return [replace(finding, message=f"step {at}: {finding.message}", step=at)]
 
     def _judge(self, record: rules.Record, capture: Capture) -> list[Finding]:
-        self._levels.append(self.losses.level(*rules.TrainingEvidence(self.records, self.losses).window()))
-        evidence = rules.TrainingEvidence(self.records, self.losses, self.optimizer, set(self._kinds), self._levels)
+        before = self.records[-2].step + 1 if len(self.records) > 1 else record.step
+        self._history.add(record, self.losses.level(before, record.step))
+        evidence = rules.TrainingEvidence(self.records, self.losses, self.optimizer, set(self._kinds), self._history)
         found: list[Finding] = []
         found += rules.too_high(evidence)
         found += rules.epsilon(evidence)
@@ -457,7 +481,7 @@ class Monitor:
         found += rules.too_low(evidence)
         caused = (self._kinds | {f.kind for f in found}) & CAUSES
         at_init: list[Finding] = []
-        if record.layers:
+        if record.layers and record.detail:
             doctor = self._doctor(record, capture)
             if record.step == self.records[0].step:
                 at_init = doctor
@@ -484,7 +508,7 @@ class Monitor:
         if self._last_spike is not None and step - self._last_spike < EPISODE:
             return []  # the same episode
         self._last_spike = step
-        if not any(r.step == step for r in self.records) and self._world == 1:  # ranks keep one schedule
+        if self._world == 1:  # every step in full detail for a while (ranks keep one schedule)
             self._dense_until = self.steps_done + DENSE_AFTER_SPIKE
         return [replace(f, step=step) for f in found]
 
@@ -562,7 +586,7 @@ class Monitor:
         return plot_monitor(self, Path(path))
 
     _STATE = ("steps_done", "rows", "findings", "records", "_reported", "_kinds", "_spikes_seen", "_last_spike",
-              "_dense_until", "_explained", "_levels", "_broken_at_init")  # fmt: skip
+              "_dense_until", "_explained", "_broken_at_init")  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """What the monitor knows, to resume it with a checkpoint (``fit`` saves it with its own):
@@ -583,6 +607,7 @@ class Monitor:
             self.losses.flush()
             self.losses.start, self.losses.values = losses["start"], list(losses["values"])
             self.losses.grad_norms, self.losses.first_non_finite = list(losses["grad_norms"]), losses["first_non_finite"]
+        self._history = rules.History.of(self.records, self.losses)
 
     def close(self) -> None:
         """Remove every hook; the model is as it was before the monitor."""

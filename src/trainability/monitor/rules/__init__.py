@@ -7,11 +7,11 @@ and in docs/MONITOR.md.
 
 from trainability.monitor.rules.adam import epsilon
 from trainability.monitor.rules.attention import logit_growth
-from trainability.monitor.rules.evidence import Record, TrainingEvidence
+from trainability.monitor.rules.evidence import History, Record, TrainingEvidence
 from trainability.monitor.rules.gradients import dying, exploding
 from trainability.monitor.rules.learning_rate import too_high, too_low
 from trainability.monitor.rules.logits import output_divergence
 from trainability.monitor.rules.spikes import find_spikes, loss_spike
 
-__all__ = ["Record", "TrainingEvidence", "dying", "epsilon", "exploding", "find_spikes", "logit_growth", "loss_spike",
+__all__ = ["History", "Record", "TrainingEvidence", "dying", "epsilon", "exploding", "find_spikes", "logit_growth", "loss_spike",
            "output_divergence", "too_high", "too_low"]  # fmt: skip

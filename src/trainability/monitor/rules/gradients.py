@@ -29,10 +29,8 @@ DEAD_GROWTH = 0.2
 
 
 def _global(record: Record) -> float | None:
-    norms = [s.weight_grad_norm for s in record.layers if s.weight_grad_norm is not None]
-    if not norms or not all(math.isfinite(n) for n in norms):
-        return None
-    return math.sqrt(sum(n * n for n in norms))
+    total = record.grad_norm
+    return total if total is not None and math.isfinite(total) else None
 
 
 def exploding(ev: TrainingEvidence) -> list[Finding]:
@@ -72,11 +70,7 @@ def exploding(ev: TrainingEvidence) -> list[Finding]:
 
 def dying(ev: TrainingEvidence) -> list[Finding]:
     now = ev.current
-    first: dict[str, float] = {}
-    for record in ev.records:
-        for s in record.layers:
-            if s.dead_fraction is not None:
-                first.setdefault(s.name, s.dead_fraction)
+    first = ev.history.first_dead
     grown = [(s.name, first[s.name], s.dead_fraction) for s in now.layers
              if s.dead_fraction is not None and s.dead_fraction - first[s.name] >= DEAD_GROWTH]  # fmt: skip
     if not grown:
@@ -87,7 +81,7 @@ def dying(ev: TrainingEvidence) -> list[Finding]:
     also = [g[0] for g in grown if g not in severe] if severe else []
     grown = severe or grown
     names = [n for n, _, _ in grown]
-    previous = ev.previous
+    previous = ev.previous_with("detail")  # the last record that measured the units
     since = f"between steps {previous.step} and {now.step}" if previous is not None else f"by step {now.step}"
     lr = previous.lr if previous is not None and previous.lr is not None else now.lr
     at_lr = f", at a learning rate of {lr:.3g}" if lr else ""

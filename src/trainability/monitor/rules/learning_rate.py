@@ -99,8 +99,7 @@ def _warmup_applies(ev: TrainingEvidence) -> bool:
 
 
 def _total(record: Record) -> float | None:
-    norms = [s.weight_grad_norm for s in record.layers if s.weight_grad_norm is not None]
-    return math.sqrt(sum(n * n for n in norms)) if norms else None
+    return record.grad_norm
 
 
 def _gradient_grew(ev: TrainingEvidence) -> float | None:
@@ -137,16 +136,17 @@ def _rising(ev: TrainingEvidence, level: float | None, best: float | None, start
     rise = level - best
     if rise >= STEEP_RISE * abs(start):
         return True
-    if rise < RISE * abs(start) or ev.levels is None or len(ev.levels) < 2:
+    if rise < RISE * abs(start) or len(ev.levels) < 2:
         return False
-    before, earlier = ev.levels[-2], [v for v in [ev.losses.initial(), *ev.levels[:-2]] if v is not None]
-    return before is not None and bool(earlier) and before - min(earlier) >= RISE * abs(start)
+    before, earlier = ev.levels[-2], ev.best_level(before=2)
+    return before is not None and earlier is not None and before - earlier >= RISE * abs(start)
 
 
 def _collapsed(ev: TrainingEvidence) -> bool:
-    """The output's input dependence under :data:`COLLAPSE` at this record and the one before."""
-    last = [r.input_dependence for r in ev.records[-2:]]
-    return len(last) == 2 and all(v is not None and v < COLLAPSE for v in last)
+    """The output's input dependence under :data:`COLLAPSE` at this record and at the one before
+    that measured it."""
+    now, before = ev.current, ev.previous_with("input_dependence")
+    return before is not None and all(v is not None and v < COLLAPSE for v in (now.input_dependence, before.input_dependence))
 
 
 def _oscillating(ev: TrainingEvidence) -> tuple[float, int] | None:
@@ -184,7 +184,7 @@ def too_high(ev: TrainingEvidence) -> list[Finding]:
     elif _rising(ev, level, best, start) and ratio_now >= TARGET_UPDATE:
         reason = (f"the loss rose to {level:.4g} (median since the last record) from a best of {best:.4g}, "
                   f"having started at {start:.4g}")  # fmt: skip
-    elif _collapsed(ev) and level is not None and max((r.max_update(initial=True) or 0.0) for r in ev.records) >= HIGH_UPDATE:
+    elif _collapsed(ev) and level is not None and ev.history.max_update_initial >= HIGH_UPDATE:
         reason = (f"the outputs no longer depend on the input at two records in a row (only {now.input_dependence:.2%} "
                   f"of the logits' variance varies across samples): the network predicts the same for every sample, "
                   f"as a constant predictor does, at a loss of {level:.4g} (it started at {start:.4g})")  # fmt: skip
@@ -239,7 +239,8 @@ def too_low(ev: TrainingEvidence) -> list[Finding]:
         return []
     if losses.first_non_finite is not None:
         return []
-    if any(r.input_dependence is not None and r.input_dependence < COLLAPSE for r in ev.records):
+    lowest = ev.history.min_input_dependence
+    if lowest is not None and lowest < COLLAPSE:
         return []
     peak = ev.max_lr()
     if now.lr is not None and peak is not None and now.lr < 0.5 * peak:
@@ -250,7 +251,7 @@ def too_low(ev: TrainingEvidence) -> list[Finding]:
     best = ev.best_level()
     if recent is None or before is None or best is None:
         return []
-    if best - recent > 0.5 * abs(start) or max(losses.finite()) > start * (1 + RISE):
+    if best - recent > 0.5 * abs(start) or (losses.highest() or start) > start * (1 + RISE):
         return []  # it rose at some point: not a slow run
     flat = abs(before - recent) < 0.01 * abs(start)
     if not (flat and recent >= NO_PROGRESS * start):
