@@ -361,3 +361,83 @@ def test_a_layer_of_zeros_is_no_variance_mismatch_and_no_crash():
         model[2].weight.zero_()
     report = diagnose(model, torch.randn(64, 16), torch.randint(0, 4, (64,)))
     assert not [f for f in report.findings if f.kind == "init_mismatch" and "2" in f.layers]
+
+
+# -- float32 first, float64 where it matters -----------------------------------------------------------------
+def test_reductions_in_float32_first_are_exact_where_float32_would_overflow_or_hide_a_nan():
+    """On the CPU the doctor reduces a float32 tensor in float32 and again in float64 only where a
+    result came out non-finite: entries past 1e19 (their squares overflow float32) keep their
+    exact finite norm, a NaN stays NaN, and ordinary tensors agree with float64 to 1e-6."""
+    from trainability.doctor.capture import _norm, _precise_norms, _precise_sums, _sum_and_norm
+
+    f64 = torch.float64
+    ordinary = torch.randn(256, 100)
+    total, norm = _sum_and_norm(ordinary, f64)
+    assert float(total) == pytest.approx(float(ordinary.double().sum()), rel=1e-5, abs=1e-3)
+    assert float(norm) == pytest.approx(float(ordinary.double().norm()), rel=1e-6)
+    huge = torch.full((64, 64), 3e20)
+    assert float(torch.linalg.vector_norm(huge)) == float("inf")  # float32 alone overflows
+    assert float(_norm(huge, f64)) == pytest.approx(3e20 * 64, rel=1e-6)
+    assert float(_sum_and_norm(huge, f64)[1]) == pytest.approx(3e20 * 64, rel=1e-6)
+    assert [float(n) for n in _precise_norms([ordinary, huge], f64)] == pytest.approx([float(ordinary.double().norm()), 3e20 * 64], rel=1e-6)
+    broken = ordinary.clone()
+    broken[3, 4] = float("nan")
+    assert torch.isnan(_norm(broken, f64)) and all(torch.isnan(v) for v in _sum_and_norm(broken, f64))
+    assert torch.isnan(_precise_sums([ordinary, broken], f64)[1])
+    assert _norm(ordinary, None).dtype == torch.float32  # the monitor's fast mode: the tensor's own dtype
+
+
+def test_a_finite_gradient_past_float32_squares_is_exploding_not_non_finite():
+    """Gradients of about 1e22 are finite: their norm is reported exactly (as autograd in float64
+    gives it), not as the inf a float32 sum of squares would give."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10))
+    with torch.no_grad():
+        model[2].weight.mul_(1e21)
+    report = diagnose(model, X, Y, loss_fn=lambda out, y: out.sum())
+    stats = {s.name: s for s in report.layers}
+    model.zero_grad()
+    model(X).sum().backward()
+    expected = model[0].weight.grad.double().norm().item()
+    assert expected > 1e22 and stats["0"].weight_grad_norm == pytest.approx(expected, rel=1e-5)
+    assert "non_finite" not in kinds(report)
+
+
+def test_diagnose_leaves_the_garbage_collector_as_it_found_it():
+    import gc
+
+    model = mlp(100, 10, depth=3, width=16)
+    assert gc.isenabled()
+    diagnose(model, X, Y)
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        diagnose(model, torch.randn(4, 7))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        diagnose(model, X, Y)
+        assert not gc.isenabled()  # the user's choice stays
+    finally:
+        gc.enable()
+
+
+def test_structure_read_once_inside_structure_fixed_and_fresh_outside():
+    from trainability import adapters
+
+    model = mlp(100, 10, depth=3, width=16)
+    with adapters.structure_fixed():
+        first = adapters.weight_modules(model)
+        first.clear()  # a caller's own list: what is kept is not touched
+        kept = adapters.weight_modules(model)
+        assert [n for n, _, _ in kept] == ["0", "2", "4", "6"]
+        assert kept[0][1] is model[0] and adapters.named_modules(model) == list(model.named_modules())
+    model.append(nn.Linear(10, 10))  # outside, a changed model is read again
+    assert [n for n, _, _ in adapters.weight_modules(model)] == ["0", "2", "4", "6", "7"]
+
+
+def test_ledger_positions_of_spans():
+    from trainability.distributed import _covered
+
+    spans = ((0, 3), (5, 0), (7, 2), (20, 1))
+    assert _covered(spans).tolist() == [0, 1, 2, 7, 8, 20]
+    assert _covered(()).tolist() == []

@@ -58,6 +58,16 @@ def is_main(group: Any = None) -> bool:
     return rank(group) == 0
 
 
+def _covered(spans: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """The positions ``start, ..., start + length - 1`` of every ``(start, length)`` span, in
+    order, in a few kernels whatever the number of spans (a ledger has one per layer)."""
+    if not spans:
+        return torch.zeros(0, dtype=torch.long)
+    starts, lengths = torch.tensor(spans, dtype=torch.long).unbind(1)
+    offsets = lengths.cumsum(0) - lengths  # where each span begins in the output
+    return torch.repeat_interleave(starts - offsets, lengths) + torch.arange(int(lengths.sum()))
+
+
 class Ledger:
     """Named slots of statistics, read in one transfer and combined across ranks in one collective.
     The slots persist across :meth:`clear` (a monitor declares its layout once); the values do not."""
@@ -93,7 +103,7 @@ class Ledger:
         key = (name, spans, device)
         found = self._cache.get(key)
         if found is None:
-            found = torch.cat([torch.arange(a, a + n) for a, n in spans]).to(device) if spans else torch.zeros(0, dtype=torch.long, device=device)
+            found = _covered(spans).to(device)
             if len(self._cache) > 64:
                 self._cache.clear()
             self._cache[key] = found

@@ -107,7 +107,7 @@ def block_groups(model: nn.Module | adapters.View) -> list[list[str]]:
     if view.keras is not None:
         return view.keras.block_groups(view.model)
     found = []
-    for name, module in view.model.named_modules():
+    for name, module in adapters.named_modules(view.model):
         if not isinstance(module, (nn.ModuleList, nn.Sequential)):
             continue
         kids = [(n, m) for n, m in module.named_children()

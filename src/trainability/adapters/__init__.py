@@ -164,6 +164,12 @@ def weights(model: nn.Module | View) -> list[Weight]:
     return [w for _, _, ws in weight_modules(model) for w in ws]
 
 
+def structure_fixed() -> contextlib.AbstractContextManager[None]:
+    """A scope in which no model's modules change: they are walked once, and what was found is
+    kept for the next helper that asks (:func:`trainability.adapters.pytorch.structure_fixed`)."""
+    return pytorch.structure_fixed()
+
+
 def named_modules(model: nn.Module | View) -> list[tuple[str, nn.Module]]:
     """``model.named_modules()``, or a Keras model's layers by their Keras names."""
     adapter, m = _model(model)
@@ -371,5 +377,5 @@ __all__ = [
     "example_batch", "foreign_activation", "foreign_hyperparameters", "forget_gate_bias", "hooked_modules",
     "internal_activations", "is_norm", "is_ordinary_dropout", "is_transparent", "is_weight_module", "join",
     "keras_initializer", "keras_of", "module_weights", "named_modules", "norm_affine", "output_units", "preserved_state",
-    "reads_backwards", "residual_stream", "time_dim", "unread_weights", "untouched_statistics", "view", "weight_modules", "weights",
+    "reads_backwards", "residual_stream", "structure_fixed", "time_dim", "unread_weights", "untouched_statistics", "view", "weight_modules", "weights",
 ]  # fmt: skip

@@ -83,6 +83,20 @@ def single_threaded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one intra-op thread inside (see :func:`single_threaded`): for the many small
+    reductions and copies that read a pass, each too small to share."""
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
 def preserved(model: nn.Module) -> Iterator[None]:
     """Restore grads, train/eval flags, buffers and the RNG state on exit."""
     params = list(model.parameters())
@@ -398,7 +412,7 @@ class Capture:
         # 5 us for a 128 x 256 tensor). Fast mode (the monitor) reduces in the tensor's dtype.
         # Counts, not fractions, to save a division.
         dtype = self._dtype
-        stats = [x.sum(dtype=dtype or x.dtype), torch.linalg.vector_norm(x, dtype=dtype or x.dtype)]
+        stats = list(_sum_and_norm(x, dtype))
         names = ["sum", "norm"]
         if act is not None:
             spec, hyperparameters = act
@@ -424,7 +438,7 @@ class Capture:
         try:
             g = grad.detach()
             dtype = self._dtype or g.dtype
-            record.backward = [torch.linalg.vector_norm(g, dtype=dtype)]  # in float64, non-finite exactly when grad is
+            record.backward = [_norm(g, dtype)]  # non-finite exactly when grad is
             if record.role == "weight" and g.dim() > 2:
                 module = record.module
                 batch_first = getattr(module, "batch_first", True) or not isinstance(module, (nn.RNNBase, nn.MultiheadAttention))
@@ -533,10 +547,10 @@ class Capture:
                     grads.append((w, _local_block(w, grad)))
         for group, key in ((fresh, "weight_norm"), (grads, "weight_grad_norm")):
             if group:
-                for (w, _), norm in zip(group, _norms([t for _, t in group], self._dtype), strict=True):
+                for (w, _), norm in zip(group, _precise_norms([t for _, t in group], self._dtype), strict=True):
                     tensors[norm_op].append((where[norm_op][("w", w.name, key)], norm))
-        for w, t in fresh:
-            tensors[sum_op].append((where[sum_op][("w", w.name, "weight_sum")], t.sum(dtype=self._dtype or t.dtype)))
+        for (w, _), total in zip(fresh, _precise_sums([t for _, t in fresh], self._dtype), strict=True):
+            tensors[sum_op].append((where[sum_op][("w", w.name, "weight_sum")], total))
         self._fresh = [w.name for w, _ in fresh]
 
     def stage_weight_grads(self, ledger: Ledger, *, sharded: bool = False) -> None:
@@ -740,6 +754,62 @@ def _norms(tensors: list[torch.Tensor], dtype: torch.dtype | None) -> list[torch
         except (TypeError, RuntimeError):  # older torch: no dtype argument
             pass
     return [torch.linalg.vector_norm(t, dtype=dtype or t.dtype) for t in tensors]
+
+
+def _float32_first(x: torch.Tensor, dtype: torch.dtype | None) -> bool:
+    """Whether a precise (float64) reduction of ``x`` may run in float32 first: on the CPU, where
+    reading the result back costs nothing, for a float32 or lower-precision tensor. On a device,
+    float64 is kept (the conversion is fused into the reduction there, and a read would stall)."""
+    return dtype is torch.float64 and x.dtype in _BELOW_FLOAT64 and x.is_cpu
+
+
+_BELOW_FLOAT64 = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _sum_and_norm(x: torch.Tensor, dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sum and the 2-norm of ``x``, in ``dtype`` (or ``x``'s own). For float64 on the CPU both
+    are reduced in float32 first (a third of the time: the conversion to float64 is what costs) and
+    again in float64 only where either came out non-finite: a finite float32 sum means every entry
+    is finite, and a finite float32 norm then cannot have overflowed; the rare tensor past 1e19
+    (its squares overflow float32) or holding NaN/Inf is reduced again, exactly."""
+    if _float32_first(x, dtype):
+        total, norm = x.sum(dtype=torch.float32), torch.linalg.vector_norm(x, dtype=torch.float32)
+        if math.isfinite(float(total)) and math.isfinite(float(norm)):
+            return total, norm
+    return x.sum(dtype=dtype or x.dtype), torch.linalg.vector_norm(x, dtype=dtype or x.dtype)
+
+
+def _norm(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """The 2-norm of ``x`` in ``dtype``, in float32 first on the CPU as in :func:`_sum_and_norm`:
+    a finite float32 norm is exact enough and means every entry was finite."""
+    if _float32_first(x, dtype):
+        norm = torch.linalg.vector_norm(x, dtype=torch.float32)
+        if math.isfinite(float(norm)):
+            return norm
+    return torch.linalg.vector_norm(x, dtype=dtype or x.dtype)
+
+
+def _all_finite(values: list[torch.Tensor]) -> bool:
+    return bool(torch.stack([v.reshape(()) for v in values]).isfinite().all()) if values else True
+
+
+def _precise_norms(tensors: list[torch.Tensor], dtype: torch.dtype | None) -> list[torch.Tensor]:
+    """:func:`_norms` in ``dtype``; for float64 on the CPU in float32 first, all at once, and again
+    in float64 only if any came out non-finite (as :func:`_sum_and_norm`, with one read for all)."""
+    if tensors and all(_float32_first(t, dtype) for t in tensors):
+        norms = _norms(tensors, torch.float32)
+        if _all_finite(norms):
+            return norms
+    return _norms(tensors, dtype)
+
+
+def _precise_sums(tensors: list[torch.Tensor], dtype: torch.dtype | None) -> list[torch.Tensor]:
+    """Each tensor's sum in ``dtype``; float32 first on the CPU, as :func:`_precise_norms`."""
+    if tensors and all(_float32_first(t, dtype) for t in tensors):
+        sums = [t.sum(dtype=torch.float32) for t in tensors]
+        if _all_finite(sums):
+            return sums
+    return [t.sum(dtype=dtype or t.dtype) for t in tensors]
 
 
 def _moments(total: float, norm: float, n: int) -> tuple[float, float]:
