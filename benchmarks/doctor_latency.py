@@ -9,7 +9,7 @@ zero_grad. Within a case the two are timed alternately, one repetition each in t
 shared machine's noise hits both alike; the theory's cache is cleared before every diagnosis, so
 each one pays for ``beyond_depth_scale``'s prediction as a fresh model would. Medians and their
 ratio go to docs/RESULTS.md, with the median time spent in ``beyond_depth_scale``.
-Target: diagnose at most 3x the plain step on every case.
+Target: diagnose at most 2.5x the plain step on every case, at the default thread count.
 
 Add a case by appending a :class:`Case` to ``CASES`` (a model factory, a batch factory and a loss).
 
@@ -39,7 +39,7 @@ from trainability.batches import Batch, model_loss
 from trainability.doctor import diagnose
 from trainability.theory import finite_depth
 
-TARGET = 3.0
+TARGET = 2.5  # issue 18: one diagnosis at most 2.5x a plain step at the default thread count
 
 
 @dataclass

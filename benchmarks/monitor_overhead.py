@@ -12,7 +12,8 @@ noise hits all alike:
 - wandb.watch(log="all", log_freq=1) itself, offline, if wandb is installed.
 
 Reported: each variant's mean step time over all its steps (recorded steps included), and its
-ratio to plain. Targets: default schedule <= 1.02x, every step <= 1.2x, every step at least 3x
+ratio to plain. At every step one record in 10 is full and the others light (the loss, the rate,
+each weight's gradient norm). Targets: default schedule <= 1.02x, every step <= 1.2x, every step at least 3x
 cheaper than full histograms. (benchmarks/monitor_training.py measures the same on a transformer
 too.) Run: python benchmarks/monitor_overhead.py [--slices 50]
 """
@@ -88,16 +89,18 @@ def breakdown(steps: int = 100) -> list[tuple[str, float]]:
     forward = cumulative("capture.py", "hook")
     backward = cumulative("capture.py", "_on_grad")
     stage = cumulative("capture.py", "stage") + cumulative("core.py", "_stage")
+    light = cumulative("capture.py", "stage_weight_grads") + cumulative("capture.py", "weight_grad_rows")
     read = cumulative("distributed.py", "read")
     snapshot = cumulative("updates.py", "snapshot")
     step = cumulative("core.py", "step")
     return [
         ("forward hooks: per-layer sum, norm, alive units (one thread)", forward),
         ("backward hooks: gradient norm at each layer's output", backward),
-        ("staging: weight/gradient norms (_foreach_norm), update samples, the optimizer's state", stage),
+        ("full records (1 in 10): weight/gradient norms, update samples, the optimizer's state, staged", stage),
+        ("light records (9 in 10): each weight's gradient norm (one _foreach_norm) and its row", light),
         ("reading: one transfer of every statistic (distributed.Ledger)", read),
         ("the weight samples kept before the next step", snapshot),
-        ("bookkeeping: LayerStats, rows, the rules", step - stage - read - snapshot),
+        ("bookkeeping: LayerStats of full records, rows, the rules", step - stage - light - read - snapshot),
     ]
 
 
@@ -183,6 +186,10 @@ On {threads[0]} thread{"s" if threads[0] > 1 else ""}: added time of the every-s
 (its overhead is {1 / float(extra) if extra != "n/a" else float("nan"):.1f}x smaller; per step it is {hist / every:.2f}x
 cheaper).{wandb_line}
 {wandb_note}
+
+Recording every step, one record in 10 is in full detail (per-layer hooks, update-to-weight
+ratios, the optimizer's state) and the nine between are light: the loss, the rate and each
+weight's gradient norm, what a spike changes (docs/MONITOR.md, "Every step").
 
 Where the every-step monitor's time goes (cProfile, 100 steps; ms per step as profiled):
 
