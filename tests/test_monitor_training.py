@@ -47,7 +47,10 @@ def test_too_high_on_a_transformer_is_named_early_and_its_rate_trains(gpt2_too_h
     run = gpt2_too_high
     assert run.tail() > 4.0  # it sits at the unigram loss, ln 64 = 4.16: the copy is never learned
     found = run.first("learning_rate_too_high")
-    assert found is not None and found.severity == "error" and found.step <= 8, run.monitor.summary()
+    # before the loss degrades (its 10-step running median 25% above the lr-1e-3 twin's from step 6,
+    # benchmarks/monitor_training.py): at step 4, the first record whose loss is up by half its start,
+    # after steps that moved whole layers by their own size
+    assert found is not None and found.severity == "error" and found.step <= 4, run.monitor.summary()
     assert found.layers and "0.1" in found.message and "warm" in found.fix
     assert not {"vanishing_gradients", "learning_rate_too_low"} & run.kinds()  # not the wrong cause, no opposite advice
     rate = found.action["lr"]
@@ -343,6 +346,7 @@ def test_every_step_history_equals_recomputing_it_from_the_records():
     assert len(kept.levels) == 60 and kept.levels == pytest.approx(again.levels)
     assert kept.max_lr == again.max_lr == 0.05 and kept.first_dead == again.first_dead
     assert kept.max_update_initial == pytest.approx(again.max_update_initial) and kept.max_update_initial > 0
+    assert kept.max_update == pytest.approx(again.max_update) and kept.max_update > 0
     assert [kept.lowest_level(k) for k in (1, 2, 10)] == pytest.approx([again.lowest_level(k) for k in (1, 2, 10)])
     assert run.monitor.losses.highest() == pytest.approx(max(run.losses))
 

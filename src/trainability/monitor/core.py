@@ -499,8 +499,8 @@ class Monitor:
         return [f for finding in found for f in self._new(finding, record.step)]
 
     def _spikes(self, evidence: rules.TrainingEvidence) -> list[Finding]:
-        found = rules.loss_spike(evidence, self._spikes_seen)
         spikes = rules.find_spikes(evidence, self._spikes_seen)
+        found = rules.loss_spike(evidence, self._spikes_seen, spikes)
         self._spikes_seen = evidence.current.step
         if not found:
             return []

@@ -46,11 +46,15 @@ class LossSeries:
         if self.start is None:
             self.start = step
         if isinstance(loss, torch.Tensor):
-            loss = loss.detach().reshape(-1)[0] if loss.numel() else None
+            loss = loss.detach()
+            if loss.dim():  # a 0-d loss as it is (no view to make at every step)
+                loss = loss.reshape(-1)[0] if loss.numel() else None
         if isinstance(grad_norm, torch.Tensor):
-            grad_norm = grad_norm.detach().reshape(-1)[0]
+            grad_norm = grad_norm.detach()
+            if grad_norm.dim():
+                grad_norm = grad_norm.reshape(-1)[0]
         self._pending.append((step, loss, grad_norm))
-        if isinstance(loss, torch.Tensor) and loss.device.type == "cpu":
+        if isinstance(loss, torch.Tensor) and loss.is_cpu:
             return float(loss)
         return float(loss) if isinstance(loss, (int, float)) else None
 

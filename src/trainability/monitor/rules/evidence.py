@@ -62,6 +62,7 @@ class History:
         self.max_lr: float | None = None
         self.min_input_dependence: float | None = None
         self.max_update_initial = 0.0
+        self.max_update = 0.0  # the largest update-to-weight ratio of any layer at any record
 
     def add(self, record: Record, level: float | None) -> None:
         self.levels.append(level)
@@ -76,6 +77,7 @@ class History:
             low_dep = self.min_input_dependence
             self.min_input_dependence = record.input_dependence if low_dep is None else min(low_dep, record.input_dependence)
         self.max_update_initial = max(self.max_update_initial, record.max_update(initial=True) or 0.0)
+        self.max_update = max(self.max_update, record.max_update() or 0.0)
 
     def lowest_level(self, before: int) -> float | None:
         """The lowest level of the records before the ``before``-th last one (1: every earlier record)."""

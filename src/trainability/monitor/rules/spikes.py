@@ -50,11 +50,11 @@ def find_spikes(ev: TrainingEvidence, after: int) -> list[tuple[int, float, floa
         if not math.isfinite(value):
             continue
         window = [v for v in values[max(0, i - WINDOW) : i] if math.isfinite(v)]
-        if len(window) < MIN_HISTORY:
+        if len(window) < MIN_HISTORY or value < 2 * max(window):  # the cheap test first: most steps stop here
             continue
         median, scale = robust_scale(window)
         jump = value - median
-        if median <= 0 or value < 2 * median or value < 2 * max(window) or jump < PROGRESS_UNDONE * (start - median):
+        if median <= 0 or value < 2 * median or jump < PROGRESS_UNDONE * (start - median):
             continue
         z = jump / scale if scale > 0 else math.inf
         if z >= SPIKE_Z:
@@ -95,8 +95,9 @@ def _gradient_at(ev: TrainingEvidence, step: int) -> tuple[str, list[str]]:
     return "; ".join(parts), spiked
 
 
-def loss_spike(ev: TrainingEvidence, after: int) -> list[Finding]:
-    spikes = find_spikes(ev, after)
+def loss_spike(ev: TrainingEvidence, after: int, spikes: list[tuple[int, float, float, float]] | None = None) -> list[Finding]:
+    """The first spike after step ``after`` (``spikes``: :func:`find_spikes`'s, where already found)."""
+    spikes = find_spikes(ev, after) if spikes is None else spikes
     if not spikes:
         return []
     step, value, median, z = spikes[0]
