@@ -375,3 +375,18 @@ def test_healthy_runs_recorded_at_every_step_are_silent(name):
         run = C.train(model, torch.optim.Adam(model.parameters(), lr=1e-3), C.digit_batches(), 2 * steps, every=1)
     assert run.tail() < 0.5 * run.losses[0]
     assert len(run.monitor.records) == len(run.losses) and not run.monitor.findings, run.monitor.summary()
+
+
+def test_the_highest_loss_is_kept_as_values_arrive_and_read_again_when_replaced():
+    from trainability.monitor.losses import LossSeries
+
+    series = LossSeries()
+    for step, value in enumerate([2.0, 3.0, float("nan"), 1.0]):
+        series.add(step, value)
+    series.flush()
+    assert series.highest() == 3.0 and series.initial() == 2.0
+    series.add(4, 5.0)
+    series.flush()
+    assert series.highest() == 5.0
+    series.values = [9.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # a loaded state, longer than what was read
+    assert series.highest() == 9.0

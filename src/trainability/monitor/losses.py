@@ -19,6 +19,7 @@ they should expose.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from typing import Any
@@ -38,7 +39,7 @@ class LossSeries:
         self.grad_norms: list[float] = []
         self._pending: list[tuple[int, Any, Any]] = []
         self.first_non_finite: int | None = None
-        self._highest: tuple[int, float | None] = (0, None)  # (values read, their largest finite one)
+        self._highest: tuple[list[float], int, float | None] = (self.values, 0, None)  # (of which list, values read, largest)
 
     def add(self, step: int, loss: Any, grad_norm: Any = None) -> float | None:
         """Keep this step's loss; returns its value when it is already on the host (a number, or
@@ -110,8 +111,8 @@ class LossSeries:
                 self.values.append(math.nan)
                 self.grad_norms.append(math.nan)
             self.values[index], self.grad_norms[index] = value, g
-            if index < self._highest[0]:  # a step already counted in highest(), filled late
-                self._highest = (0, None)
+            if index < self._highest[1]:  # a step already counted in highest(), filled late
+                self._highest = (self.values, 0, None)
             if has_loss and not math.isfinite(value) and self.first_non_finite is None:
                 self.first_non_finite = step
         self._pending = []
@@ -126,23 +127,18 @@ class LossSeries:
     def initial(self) -> float | None:
         """The loss's level when the monitor started: the median of its first five finite values,
         or the first value where that is lower (a run that blows up at once starts where it started)."""
-        first: list[float] = []
-        for v in self.values:  # the first five finite values, without reading the whole run
-            if math.isfinite(v):
-                first.append(v)
-                if len(first) == 5:
-                    break
+        first = list(itertools.islice((v for v in self.values if math.isfinite(v)), 5))  # not the whole run
         return min(first[0], statistics.median(first)) if first else None
 
     def highest(self) -> float | None:
         """The largest finite loss so far (kept as values arrive: no pass over the whole run)."""
-        read, top = self._highest
-        if read > len(self.values):  # replaced by a loaded state
+        seen, read, top = self._highest
+        if seen is not self.values:  # replaced (a loaded state): read it all again
             read, top = 0, None
         for v in self.values[read:]:
             if math.isfinite(v) and (top is None or v > top):
                 top = v
-        self._highest = (len(self.values), top)
+        self._highest = (self.values, len(self.values), top)
         return top
 
     def level(self, first: int, last: int) -> float | None:

@@ -39,7 +39,7 @@ import math
 
 from trainability.doctor.records import Finding
 from trainability.doctor.rules.evidence import span
-from trainability.monitor.rules.evidence import Record, TrainingEvidence
+from trainability.monitor.rules.evidence import TrainingEvidence
 
 #: The largest healthy per-step update of a typical layer, relative to its weights.
 TARGET_UPDATE = 1e-2
@@ -102,13 +102,9 @@ def _warmup_applies(ev: TrainingEvidence) -> bool:
     return not ramped and ev.optimizer is not None and ev.optimizer.adaptive
 
 
-def _total(record: Record) -> float | None:
-    return record.grad_norm
-
-
 def _gradient_grew(ev: TrainingEvidence) -> float | None:
     """How many times the global gradient norm grew from the first record to this one."""
-    first, now = _total(ev.records[0]), _total(ev.current)
+    first, now = ev.records[0].grad_norm, ev.current.grad_norm
     if first and now is not None and first > 0:
         return now / first
     return None
@@ -119,13 +115,13 @@ def rate_to_blame(ev: TrainingEvidence) -> bool:
     size: then the step size, not an exploding gradient, moved the weights too far. The gradient
     of the step an update came from is the previous record's when that was the step before, else
     this record's (one step later)."""
-    first = _total(ev.records[0])
+    first = ev.records[0].grad_norm
     by_step = {r.step: r for r in ev.records}
     for record in ev.records:
         if (record.max_update() or 0.0) < TARGET_UPDATE:
             continue
         source = by_step.get(record.step - 1, record)
-        norm = _total(source)
+        norm = source.grad_norm
         if first is None or norm is None or not math.isfinite(norm) or norm <= GRADIENT_NORMAL * first:
             return True
     return False

@@ -54,7 +54,7 @@ def find_spikes(ev: TrainingEvidence, after: int) -> list[tuple[int, float, floa
             continue
         median, scale = robust_scale(window)
         jump = value - median
-        if median <= 0 or value < 2 * median or jump < PROGRESS_UNDONE * (start - median):
+        if median <= 0 or jump < PROGRESS_UNDONE * (start - median):  # twice the window's highest is twice its median too
             continue
         z = jump / scale if scale > 0 else math.inf
         if z >= SPIKE_Z:
